@@ -1,0 +1,18 @@
+// swift-tools-version: 6.0
+// The simulation core: one dynamic library that the `shadowsim` host and every
+// policy plugin link, so types that cross a plugin boundary exist exactly once
+// in a process (see docs/architecture.md).
+import PackageDescription
+
+let package = Package(
+    name: "ShadowSimCore",
+    products: [
+        .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel"]),
+    ],
+    targets: [
+        // The architectural model: memory, control registers, page walks, TLB.
+        .target(name: "X86"),
+        // How a guest kernel lays out its tables: physmap, frames, address spaces.
+        .target(name: "GuestKernel", dependencies: ["X86"]),
+    ]
+)

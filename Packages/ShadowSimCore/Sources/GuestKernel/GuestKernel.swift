@@ -1,0 +1,215 @@
+import X86
+
+/// A minimal guest kernel: the memory layout, page-frame allocator and page-table
+/// helpers a scenario needs, built the way Linux builds them.
+///
+/// At boot the loader writes the kernel's own tables straight into guest memory: a
+/// *physmap* that maps all guest RAM at `layout.physmapBase` with the largest pages
+/// the mode has (global, supervisor, writable). Every vCPU then loads the kernel's CR3.
+/// From then on every page-table change a helper makes is a **guest store** by a vCPU
+/// through the physmap, because that is the path a shadow MMU write-protects and traps.
+public final class GuestKernel {
+    public let machine: Machine
+    public let layout: KernelLayout
+    public let frames: FrameAllocator
+    /// The kernel's own address space (Linux's init_mm); new spaces copy its kernel half.
+    public private(set) var kernelSpace: AddressSpace!
+
+    public init(machine: Machine) throws(MachineError) {
+        self.machine = machine
+        layout = KernelLayout(mode: machine.mode)
+        if !machine.mode.isLongMode && machine.memory.capacity > layout.physmapSize {
+            throw .invalidArgument("\(machine.mode) guests can have at most 1 GiB of memory (all of it mapped at \(hex(layout.physmapBase))), got \(hex(machine.memory.capacity)) bytes")
+        }
+        frames = FrameAllocator(capacity: machine.memory.capacity, firstFrame: 0x10_0000)
+        let root = try buildBootTables()
+        kernelSpace = AddressSpace(kernel: self, root: root)
+        for vcpu in machine.vcpus {
+            let result = try vcpu.loadCR3(root)
+            guard result.isOK else { throw .kernel("the boot page tables were refused by MOV to CR3: \(result.summary)") }
+        }
+    }
+
+    public var mode: PagingMode { machine.mode }
+
+    /// Guest-virtual address of guest-physical `gpa` in the physmap.
+    @inlinable public func physmapAddress(of gpa: UInt64) -> UInt64 { layout.physmapBase &+ gpa }
+
+    // MARK: Boot
+
+    /// The loader's work: kernel tables written directly into guest memory.
+    private func buildBootTables() throws(MachineError) -> UInt64 {
+        let memory = machine.memory
+        let capacity = memory.capacity
+        let kernelLeaf = PTE.present | PTE.writable | PTE.accessed | PTE.dirty | PTE.global
+        let entrySize = mode.entrySize
+        func put(_ table: UInt64, _ index: Int, _ value: UInt64) {
+            memory.store(table + UInt64(index * entrySize), value, size: entrySize)
+        }
+        let top = try frames.allocateFresh(memory)
+        switch mode {
+        case .legacy32:
+            let pse = machine.configuration.cr4PSE
+            for (i, base) in stride(from: UInt64(0), to: capacity, by: 1 << 22).enumerated() {
+                if pse {
+                    put(top, 768 + i, base | kernelLeaf | PTE.pageSize)
+                } else {
+                    let pt = try frames.allocateFresh(memory)
+                    for j in 0..<1024 where base + UInt64(j) << 12 < capacity {
+                        put(pt, j, (base + UInt64(j) << 12) | kernelLeaf)
+                    }
+                    put(top, 768 + i, pt | PTE.present | PTE.writable | PTE.accessed)
+                }
+            }
+        case .pae:
+            // Linux preallocates all four page directories of a PAE space (the PDPTEs are
+            // only read at MOV to CR3); the kernel one maps RAM with 2 MiB pages.
+            for i in 0..<3 { put(top, i, try frames.allocateFresh(memory) | PTE.present) }
+            let pd = try frames.allocateFresh(memory)
+            put(top, 3, pd | PTE.present)
+            for (i, base) in stride(from: UInt64(0), to: capacity, by: 1 << 21).enumerated() {
+                put(pd, i, base | kernelLeaf | PTE.pageSize)
+            }
+        case .long4, .long5:
+            var pml4 = top
+            if mode == .long5 {
+                pml4 = try frames.allocateFresh(memory)
+                put(top, layout.physmapTopIndex, pml4 | PTE.present | PTE.writable | PTE.accessed)
+            }
+            let firstPML4Index = mode == .long5 ? 0 : layout.physmapTopIndex
+            var pdpt: UInt64 = 0
+            for (i, base) in stride(from: UInt64(0), to: capacity, by: 1 << 30).enumerated() {
+                if i % 512 == 0 {
+                    pdpt = try frames.allocateFresh(memory)
+                    put(pml4, firstPML4Index + i / 512, pdpt | PTE.present | PTE.writable | PTE.accessed)
+                }
+                put(pdpt, i % 512, base | kernelLeaf | PTE.pageSize)
+            }
+        }
+        return top
+    }
+
+    // MARK: Address spaces
+
+    /// A new process address space: a fresh top-level table whose kernel half is copied
+    /// from the kernel's (Linux's pgd_alloc), written by `vcpu` through the physmap.
+    public func newAddressSpace(by vcpu: VCPU) throws(MachineError) -> AddressSpace {
+        let top = try allocateTable(by: vcpu)
+        let kernelTop = kernelSpace.root
+        switch mode {
+        case .pae:
+            for i in 0..<3 { try storeEntry(top + UInt64(i * 8), try allocateTable(by: vcpu) | PTE.present, by: vcpu) }
+            try storeEntry(top + 24, machine.memory.load(kernelTop + 24, size: 8), by: vcpu)
+        default:
+            let n = mode.entriesPerTable(level: mode.levels)
+            for i in layout.kernelHalfFirstIndex..<n {
+                let address = UInt64(i * mode.entrySize)
+                let e = machine.memory.load(kernelTop + address, size: mode.entrySize)
+                if e != 0 { try storeEntry(top + address, e, by: vcpu) }
+            }
+        }
+        return AddressSpace(kernel: self, root: top)
+    }
+
+    /// A zeroed frame for a page table: fresh frames are zero already; a reused one is
+    /// cleared by `vcpu` with guest stores, as a kernel would.
+    public func allocateTable(by vcpu: VCPU) throws(MachineError) -> UInt64 {
+        try allocateFrame(zeroedBy: vcpu)
+    }
+
+    /// A zeroed frame from the allocator (see `allocateTable`).
+    public func allocateFrame(zeroedBy vcpu: VCPU) throws(MachineError) -> UInt64 {
+        let (gpa, reused) = try frames.allocate()
+        if reused || machine.memory.frame(gpa >> 12) != nil {
+            let r = try vcpu.fill(physmapAddress(of: gpa), count: 4096, byte: 0, cpl: 0)
+            guard r.isOK else { throw .kernel("clearing frame \(hex(gpa)) through the physmap faulted: \(r.summary)") }
+        }
+        return gpa
+    }
+
+    /// Returns a frame to the allocator.
+    public func freeFrame(_ gpa: UInt64) throws(MachineError) {
+        try frames.free(gpa)
+    }
+
+    /// Stores one paging-structure entry at guest-physical `address`, as `vcpu` at CPL 0.
+    public func storeEntry(_ address: UInt64, _ value: UInt64, by vcpu: VCPU) throws(MachineError) {
+        let r = try vcpu.write(physmapAddress(of: address), value: value, size: mode.entrySize, cpl: 0)
+        guard r.isOK else {
+            throw .kernel("the page-table store to \(hex(address)) through the physmap faulted: \(r.summary)")
+        }
+    }
+}
+
+/// Where the guest kernel puts things, per mode (Linux's layout).
+public struct KernelLayout: Sendable {
+    /// Guest-virtual base of the map of all guest RAM.
+    public let physmapBase: UInt64
+    /// How much RAM the physmap can map.
+    public let physmapSize: UInt64
+    /// Index, in the top-level table, of the entry that holds the physmap.
+    public let physmapTopIndex: Int
+    /// First top-level index of the kernel half, shared by every address space.
+    public let kernelHalfFirstIndex: Int
+
+    public init(mode: PagingMode) {
+        switch mode {
+        case .legacy32:
+            physmapBase = 0xC000_0000; physmapSize = 1 << 30; physmapTopIndex = 768; kernelHalfFirstIndex = 768
+        case .pae:
+            physmapBase = 0xC000_0000; physmapSize = 1 << 30; physmapTopIndex = 3; kernelHalfFirstIndex = 3
+        case .long4:
+            physmapBase = 0xFFFF_8880_0000_0000; physmapSize = 64 << 40; physmapTopIndex = 273; kernelHalfFirstIndex = 256
+        case .long5:
+            physmapBase = 0xFF11_0000_0000_0000; physmapSize = 1 << 52; physmapTopIndex = 273; kernelHalfFirstIndex = 256
+        }
+    }
+}
+
+/// Guest page frames: a bump pointer over never-used RAM and a LIFO list of freed frames.
+public final class FrameAllocator {
+    public let capacity: UInt64
+    public private(set) var next: UInt64
+    private var freeList: [UInt64] = []
+    private var allocated = Set<UInt64>()
+
+    init(capacity: UInt64, firstFrame: UInt64) {
+        self.capacity = capacity
+        next = min(firstFrame, capacity)
+    }
+
+    /// Frames currently handed out.
+    public var inUse: Int { allocated.count }
+
+    /// A frame and whether it was used before (and so may hold old data).
+    func allocate() throws(MachineError) -> (UInt64, reused: Bool) {
+        if let f = freeList.popLast() {
+            allocated.insert(f)
+            return (f, true)
+        }
+        guard next + 4096 <= capacity else {
+            throw .kernel("the guest is out of memory: all \(capacity >> 12) frames above 1 MiB are in use")
+        }
+        let f = next
+        next += 4096
+        allocated.insert(f)
+        return (f, false)
+    }
+
+    /// A never-used frame, for the loader (which writes memory directly).
+    func allocateFresh(_ memory: GuestMemory) throws(MachineError) -> UInt64 {
+        guard next + 4096 <= capacity else { throw .kernel("the guest is too small for its boot page tables") }
+        let f = next
+        next += 4096
+        allocated.insert(f)
+        return f
+    }
+
+    func free(_ gpa: UInt64) throws(MachineError) {
+        guard gpa & 0xFFF == 0 else { throw .invalidArgument("frame address \(hex(gpa)) is not 4 KiB aligned") }
+        guard allocated.remove(gpa) != nil else {
+            throw .invalidArgument("frame \(hex(gpa)) is not allocated (double free, or never allocated)")
+        }
+        freeList.append(gpa)
+    }
+}

@@ -1,0 +1,245 @@
+/// A vCPU's translation lookaside buffer (SDM 4.10.2–4.10.4).
+///
+/// Three set-associative arrays, one per page-size class (4 KiB, the mode's 2/4 MiB
+/// page, 1 GiB), so that INVLPG of any address inside a large page finds its entry.
+/// Entries are tagged with the PCID; a global entry (G = 1 with CR4.PGE) matches any
+/// PCID. Each tag also carries the PCID's flush epoch, so flushing a PCID's non-global
+/// entries bumps a counter instead of scanning the arrays.
+///
+/// Invariants:
+/// - a tag is `vpn << 12 | pcid | epoch << 57`, or `invalidTag`;
+/// - a non-global entry is live only while its epoch equals its PCID's current epoch;
+/// - epochs wrap after `epochLimit` flushes, and a wrap first scrubs that PCID's entries.
+public final class TLB {
+    /// Data word layout: page base in bits 63:12, flags below.
+    public enum Flag {
+        public static let writable: UInt64 = 1 << 0   // == PageRights.writable
+        public static let user: UInt64 = 1 << 1       // == PageRights.user
+        public static let executeDisable: UInt64 = 1 << 2
+        public static let dirty: UInt64 = 1 << 3
+        public static let global: UInt64 = 1 << 4
+        public static let valid: UInt64 = 1 << 5
+        public static let sizeShift: UInt64 = 6       // two bits: index into `PageSizeClass`
+    }
+
+    @usableFromInline static let invalidTag: UInt64 = ~0
+    @usableFromInline static let epochShift: UInt64 = 57
+    @usableFromInline static let epochLimit: UInt8 = 127
+    @usableFromInline static let vpnMask: UInt64 = PTE.bits(56, 12)
+
+    @usableFromInline let small: TLBArray
+    @usableFromInline let large: TLBArray
+    @usableFromInline let huge: TLBArray
+    /// Per-PCID flush epochs (4096 PCIDs).
+    @usableFromInline let epochs: UnsafeMutablePointer<UInt8>
+
+    /// Entries filled, for statistics.
+    public private(set) var fills: UInt64 = 0
+
+    /// - Parameters:
+    ///   - smallEntries: 4 KiB translations (a power of two, at least 4).
+    ///   - largeEntries: 2 MiB or 4 MiB translations.
+    ///   - hugeEntries: 1 GiB translations.
+    ///   - largePageShift: 21 (PAE and IA-32e) or 22 (32-bit paging).
+    public init(smallEntries: Int = 1024, largeEntries: Int = 64, hugeEntries: Int = 16, largePageShift: Int = 21) {
+        small = TLBArray(entries: smallEntries, pageShift: 12)
+        large = TLBArray(entries: largeEntries, pageShift: UInt64(largePageShift))
+        huge = TLBArray(entries: hugeEntries, pageShift: 30)
+        epochs = .allocate(capacity: 4096)
+        epochs.initialize(repeating: 0, count: 4096)
+    }
+
+    deinit {
+        small.deallocate()
+        large.deallocate()
+        huge.deallocate()
+        epochs.deallocate()
+    }
+
+    /// Total capacity in entries.
+    public var capacity: Int { small.count + large.count + huge.count }
+
+    /// Number of entries live for `pcid` (globals included), for tests and reports.
+    public func liveEntries(pcid: UInt16) -> Int {
+        var n = 0
+        for array in [small, large, huge] {
+            for i in 0..<array.count where isLive(array, i, pcid: pcid) { n += 1 }
+        }
+        return n
+    }
+
+    @usableFromInline func isLive(_ array: TLBArray, _ i: Int, pcid: UInt16) -> Bool {
+        let tag = array.tags[i]
+        guard tag != TLB.invalidTag else { return false }
+        if array.data[i] & Flag.global != 0 { return true }
+        return tag & 0xFFF == UInt64(pcid) && tag >> TLB.epochShift == UInt64(epochs[Int(pcid)])
+    }
+
+    /// The tag bits that identify `pcid` at its current epoch.
+    @inlinable func tagSuffix(pcid: UInt16) -> UInt64 {
+        UInt64(pcid) | UInt64(epochs[Int(pcid)]) << TLB.epochShift
+    }
+
+    /// Looks `va` up for `pcid`: the data word of the entry (with `Flag.valid`), or 0.
+    @inlinable public func lookup(_ va: UInt64, pcid: UInt16) -> UInt64 {
+        let suffix = tagSuffix(pcid: pcid)
+        let d = small.find(va, suffix: suffix)
+        if d != 0 { return d }
+        let l = large.find(va, suffix: suffix)
+        if l != 0 { return l }
+        return huge.find(va, suffix: suffix)
+    }
+
+    /// Caches a translation for `pcid`. `global` must already account for CR4.PGE.
+    public func insert(_ va: UInt64, translation t: Translation, pcid: UInt16, global: Bool) {
+        var data = t.pageBase | UInt64(t.rights.rawValue) | Flag.valid
+        if t.isDirty { data |= Flag.dirty }
+        if global { data |= Flag.global }
+        let array: TLBArray
+        switch t.pageSize {
+        case .size4K: array = small; data |= 0 << Flag.sizeShift
+        case .size2M: array = large; data |= 1 << Flag.sizeShift
+        case .size4M: array = large; data |= 2 << Flag.sizeShift
+        case .size1G: array = huge; data |= 3 << Flag.sizeShift
+        }
+        array.insert(va, suffix: tagSuffix(pcid: pcid), data: data)
+        fills &+= 1
+    }
+
+    /// Byte-offset mask of the page a data word maps.
+    @inlinable public static func offsetMask(of data: UInt64) -> UInt64 {
+        switch (data >> Flag.sizeShift) & 3 {
+        case 0: PageSize.size4K.offsetMask
+        case 1: PageSize.size2M.offsetMask
+        case 2: PageSize.size4M.offsetMask
+        default: PageSize.size1G.offsetMask
+        }
+    }
+
+    // MARK: Invalidation (SDM 4.10.4.1)
+
+    /// Everything, globals included, for every PCID.
+    public func flushAll() {
+        small.clear(); large.clear(); huge.clear()
+        epochs.update(repeating: 0, count: 4096)
+    }
+
+    /// Non-global entries of one PCID (MOV to CR3, INVPCID single-context).
+    public func flushNonGlobal(pcid: UInt16) {
+        let p = Int(pcid)
+        if epochs[p] == TLB.epochLimit {
+            // Wrap: scrub the PCID's non-global entries so old epochs cannot come back.
+            for array in [small, large, huge] { array.removeAll { tag, data in
+                data & Flag.global == 0 && tag & 0xFFF == UInt64(pcid)
+            } }
+            epochs[p] = 0
+        } else {
+            epochs[p] += 1
+        }
+    }
+
+    /// Non-global entries of every PCID (INVPCID all-context except globals).
+    public func flushAllNonGlobal() {
+        for array in [small, large, huge] { array.removeAll { _, data in data & Flag.global == 0 } }
+    }
+
+    /// Entries for the page containing `va`: the non-global ones of `pcid`, plus the
+    /// global ones when `includeGlobal` (INVLPG) — whatever their page size.
+    public func flushAddress(_ va: UInt64, pcid: UInt16, includeGlobal: Bool) {
+        for array in [small, large, huge] {
+            array.remove(va) { tag, data in
+                if data & Flag.global != 0 { return includeGlobal }
+                return tag & 0xFFF == UInt64(pcid)
+            }
+        }
+    }
+}
+
+/// One set-associative array of the TLB (4 ways). Unsafe storage lives only here.
+@usableFromInline struct TLBArray {
+    @usableFromInline static let ways = 4
+    @usableFromInline let tags: UnsafeMutablePointer<UInt64>
+    @usableFromInline let data: UnsafeMutablePointer<UInt64>
+    /// Round-robin replacement pointer per set.
+    @usableFromInline let victims: UnsafeMutablePointer<UInt8>
+    @usableFromInline let setMask: UInt64
+    @usableFromInline let pageShift: UInt64
+    @usableFromInline let count: Int
+
+    init(entries: Int, pageShift: UInt64) {
+        let sets = max(1, entries / TLBArray.ways)
+        precondition(sets & (sets - 1) == 0, "TLB entries must be a power of two")
+        count = sets * TLBArray.ways
+        setMask = UInt64(sets - 1)
+        self.pageShift = pageShift
+        tags = .allocate(capacity: count)
+        tags.initialize(repeating: TLB.invalidTag, count: count)
+        data = .allocate(capacity: count)
+        data.initialize(repeating: 0, count: count)
+        victims = .allocate(capacity: sets)
+        victims.initialize(repeating: 0, count: sets)
+    }
+
+    func deallocate() {
+        tags.deallocate(); data.deallocate(); victims.deallocate()
+    }
+
+    @inlinable func find(_ va: UInt64, suffix: UInt64) -> UInt64 {
+        let vpn = va >> pageShift
+        let key = (vpn << 12) | suffix
+        let base = Int(truncatingIfNeeded: vpn & setMask) &* TLBArray.ways
+        for way in 0..<TLBArray.ways {
+            let diff = tags[base &+ way] ^ key
+            if diff == 0 { return data[base &+ way] }
+            // A global entry matches whatever the PCID and epoch.
+            if diff & TLB.vpnMask == 0 && data[base &+ way] & TLB.Flag.global != 0 { return data[base &+ way] }
+        }
+        return 0
+    }
+
+    func insert(_ va: UInt64, suffix: UInt64, data word: UInt64) {
+        let vpn = va >> pageShift
+        let key = (vpn << 12) | suffix
+        let set = Int(truncatingIfNeeded: vpn & setMask)
+        let base = set * TLBArray.ways
+        var slot = -1
+        for way in 0..<TLBArray.ways {
+            let tag = tags[base + way]
+            // Replace an entry for the same page and PCID, or a global one for the page.
+            if tag == key || (tag != TLB.invalidTag && (tag ^ key) & TLB.vpnMask == 0
+                              && (data[base + way] & TLB.Flag.global != 0 || word & TLB.Flag.global != 0)) {
+                slot = base + way
+                break
+            }
+            if slot < 0 && tag == TLB.invalidTag { slot = base + way }
+        }
+        if slot < 0 {
+            slot = base + Int(victims[set])
+            victims[set] = UInt8((Int(victims[set]) + 1) % TLBArray.ways)
+        }
+        tags[slot] = key
+        data[slot] = word
+    }
+
+    func clear() {
+        tags.update(repeating: TLB.invalidTag, count: count)
+    }
+
+    func removeAll(where shouldRemove: (UInt64, UInt64) -> Bool) {
+        for i in 0..<count where tags[i] != TLB.invalidTag && shouldRemove(tags[i], data[i]) {
+            tags[i] = TLB.invalidTag
+        }
+    }
+
+    func remove(_ va: UInt64, where shouldRemove: (UInt64, UInt64) -> Bool) {
+        let vpn = va >> pageShift
+        let base = Int(truncatingIfNeeded: vpn & setMask) * TLBArray.ways
+        for way in 0..<TLBArray.ways {
+            let i = base + way
+            if tags[i] != TLB.invalidTag && (tags[i] >> 12) & (TLB.vpnMask >> 12) == vpn & (TLB.vpnMask >> 12)
+                && shouldRemove(tags[i], data[i]) {
+                tags[i] = TLB.invalidTag
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import ShadowSimLua
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `shadowsim`: a thin command line over the library.
+public struct ShadowSimCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "shadowsim",
+        abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
+        version: shadowSimVersion,
+        subcommands: [Run.self])
+
+    public init() {}
+}
+
+/// `shadowsim run SCRIPT.lua [--seed N] [--json FILE] [-- ARGS…]`
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Lua scenario.",
+        discussion: "Exit status: 0 when the scenario completes, 1 when it raises an error or an expectation fails.")
+
+    @Argument(help: "The scenario script.")
+    var script: String
+
+    @Option(help: "Seed for shadowsim.random and math.random.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Write counters and records as JSON to this file (also when the scenario fails).")
+    var json: String?
+
+    @Flag(help: "Print the Lua traceback of a failure.")
+    var traceback = false
+
+    @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
+    var scriptArguments: [String] = []
+
+    func run() throws {
+        let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments)
+        if let json {
+            try writeText(result.report.serialized() + "\n", to: json)
+        }
+        if let error = result.error {
+            printError(error.message)
+            if traceback && !error.traceback.isEmpty { printError(error.traceback) }
+            throw ExitCode(1)
+        }
+    }
+}
+
+func printError(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+}
+
+func writeText(_ text: String, to path: String) throws {
+    guard let f = fopen(path, "wb") else {
+        throw CLIError(description: "\(path): cannot write: \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(f) }
+    let bytes = Array(text.utf8)
+    guard fwrite(bytes, 1, bytes.count, f) == bytes.count else {
+        throw CLIError(description: "\(path): write failed")
+    }
+}

@@ -1,0 +1,108 @@
+/// Lua helpers installed with the module: constants, formatting and assertions.
+/// Assertions raise at the caller's line (`error(msg, 2)`) so a failure reads
+/// `script.lua:LINE: what: expected … got …`.
+let preludeSource = #"""
+local M = shadowsim
+
+M.KiB, M.MiB, M.GiB, M.TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+
+-- Paging-structure entry bits (SDM tables 4-4 to 4-20).
+M.PTE = { P = 1 << 0, RW = 1 << 1, US = 1 << 2, PWT = 1 << 3, PCD = 1 << 4, A = 1 << 5,
+          D = 1 << 6, PS = 1 << 7, PAT = 1 << 7, G = 1 << 8, NX = 1 << 63 }
+-- Page-fault error-code bits (SDM 4.7).
+M.PF = { P = 1 << 0, W = 1 << 1, U = 1 << 2, RSVD = 1 << 3, I = 1 << 4 }
+
+--- "0x" and lowercase hex digits of an integer (as an unsigned 64-bit value).
+function M.hex(v)
+  if math.type(v) ~= "integer" then return tostring(v) end
+  return string.format("0x%x", v)
+end
+
+local function show(v)
+  if math.type(v) == "integer" then
+    if v < 0 or v > 4095 then return string.format("%d (0x%x)", v, v) end
+    return tostring(v)
+  elseif type(v) == "string" then
+    return string.format("%q", v)
+  elseif type(v) == "table" and v.text then
+    return v.text
+  end
+  return tostring(v)
+end
+M.show = show
+
+local function fail(what, msg)
+  error((what and (what .. ": ") or "") .. msg, 3)
+end
+
+--- Fails unless `cond` holds.
+function M.expect(cond, what)
+  if not cond then fail(nil, what or "expectation failed") end
+  return cond
+end
+
+--- Fails unless `actual == expected`.
+function M.expect_eq(actual, expected, what)
+  if actual ~= expected then
+    fail(what, "expected " .. show(expected) .. ", got " .. show(actual))
+  end
+  return actual
+end
+
+--- Fails unless `actual ~= unexpected`.
+function M.expect_ne(actual, unexpected, what)
+  if actual == unexpected then
+    fail(what, "expected a value other than " .. show(unexpected))
+  end
+  return actual
+end
+
+--- Passes the results of an access through, failing if it faulted.
+function M.expect_ok(first, ...)
+  if first == nil then
+    local fault = ...
+    fail(nil, "expected success, got " .. show(fault))
+  end
+  return first, ...
+end
+
+--- Expects `nil, fault` with a #PF; `code` (optional) is the exact error code.
+function M.expect_pf(code, first, fault)
+  if first ~= nil then
+    fail(nil, "expected #PF" .. (code and (" with error code " .. M.hex(code)) or "") ..
+         ", got success (" .. show(first) .. ")")
+  end
+  if type(fault) ~= "table" or fault.kind ~= "pf" then
+    fail(nil, "expected #PF, got " .. show(fault))
+  end
+  if code and fault.error_code ~= code then
+    fail(nil, "expected #PF error code " .. M.hex(code) .. ", got " .. M.hex(fault.error_code) ..
+         " (" .. fault.text .. ")")
+  end
+  return fault
+end
+
+--- Expects `nil, fault` with a #GP.
+function M.expect_gp(first, fault)
+  if first ~= nil then fail(nil, "expected #GP, got success (" .. show(first) .. ")") end
+  if type(fault) ~= "table" or fault.kind ~= "gp" then fail(nil, "expected #GP, got " .. show(fault)) end
+  return fault
+end
+
+--- Expects `f(...)` to raise an error whose message contains `pattern` (plain text).
+function M.expect_error(pattern, f, ...)
+  local ok, err = pcall(f, ...)
+  if ok then fail(nil, "expected an error containing " .. show(pattern) .. ", got none") end
+  if not string.find(tostring(err), pattern, 1, true) then
+    fail(nil, "expected an error containing " .. show(pattern) .. ", got " .. show(tostring(err)))
+  end
+  return err
+end
+
+--- Counter differences `after - before` for every counter in `after`.
+function M.delta(before, after)
+  local d = {}
+  for k, v in pairs(after) do d[k] = v - (before[k] or 0) end
+  return d
+end
+"""#

@@ -1,0 +1,3 @@
+import ShadowSimCLI
+
+ShadowSimCommand.main()
