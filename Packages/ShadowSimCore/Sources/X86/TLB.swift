@@ -7,7 +7,8 @@
 /// entries bumps a counter instead of scanning the arrays.
 ///
 /// Invariants:
-/// - a tag is `vpn << 12 | pcid | epoch << 57`, or `invalidTag`;
+/// - a tag is `(vpn << 12) & bits 56:12 | pcid | epoch << 57`, or `invalidTag`; only
+///   canonical addresses are looked up, so the VPN bits dropped are sign copies;
 /// - a non-global entry is live only while its epoch equals its PCID's current epoch;
 /// - epochs wrap after `epochLimit` flushes, and a wrap first scrubs that PCID's entries.
 public final class TLB {
@@ -184,9 +185,15 @@ public final class TLB {
         tags.deallocate(); data.deallocate(); victims.deallocate()
     }
 
+    /// The tag of `va`'s page: VPN bits that fit below the epoch (canonical addresses
+    /// only differ in bits 56:0, so nothing is lost), then PCID and epoch.
+    @inlinable func key(_ va: UInt64, suffix: UInt64) -> UInt64 {
+        ((va >> pageShift) << 12) & TLB.vpnMask | suffix
+    }
+
     @inlinable func find(_ va: UInt64, suffix: UInt64) -> UInt64 {
         let vpn = va >> pageShift
-        let key = (vpn << 12) | suffix
+        let key = key(va, suffix: suffix)
         let base = Int(truncatingIfNeeded: vpn & setMask) &* TLBArray.ways
         for way in 0..<TLBArray.ways {
             let diff = tags[base &+ way] ^ key
@@ -199,7 +206,7 @@ public final class TLB {
 
     func insert(_ va: UInt64, suffix: UInt64, data word: UInt64) {
         let vpn = va >> pageShift
-        let key = (vpn << 12) | suffix
+        let key = key(va, suffix: suffix)
         let set = Int(truncatingIfNeeded: vpn & setMask)
         let base = set * TLBArray.ways
         var slot = -1
@@ -233,10 +240,11 @@ public final class TLB {
 
     func remove(_ va: UInt64, where shouldRemove: (UInt64, UInt64) -> Bool) {
         let vpn = va >> pageShift
+        let pageTag = key(va, suffix: 0)
         let base = Int(truncatingIfNeeded: vpn & setMask) * TLBArray.ways
         for way in 0..<TLBArray.ways {
             let i = base + way
-            if tags[i] != TLB.invalidTag && (tags[i] >> 12) & (TLB.vpnMask >> 12) == vpn & (TLB.vpnMask >> 12)
+            if tags[i] != TLB.invalidTag && tags[i] & TLB.vpnMask == pageTag
                 && shouldRemove(tags[i], data[i]) {
                 tags[i] = TLB.invalidTag
             }

@@ -215,6 +215,10 @@ public final class VCPU {
     /// The TLB, then a walk on a miss. A #PF invalidates the address's TLB entries.
     @inlinable
     func translate(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
+        guard PageWalker.isCanonical(va, mode: mode) else {
+            counters.gp &+= 1
+            return .generalProtection
+        }
         let data = tlb.lookup(va, pcid: pcid)
         if data != 0 && (kind != .write || data & TLB.Flag.dirty != 0) {
             // A hit; a write through a clean entry walks again so the walk can set D.

@@ -1,0 +1,61 @@
+-- quickstart.lua: two processes on one vCPU of a 4-level-paging guest.
+--
+-- Shows what ShadowSim models: page tables built with guest stores, CR3 ping-pong
+-- between two address spaces, a PTE rewrite that the TLB does not see until INVLPG
+-- (the stale translation x86 allows), a write fault with its error code, and the
+-- counters. Every printed value is also checked, so this file is a test too.
+local S = shadowsim
+local hex, expect_eq, expect_ok, expect_pf = S.hex, S.expect_eq, S.expect_ok, S.expect_pf
+
+local vm = S.vm{ mode = "long4", vcpus = 1, memory = "256M" }
+local cpu = vm.vcpu[1]
+print(("%s: %s paging, %d MiB, CR3 %s (kernel tables)"):format(vm.name, vm.mode, vm.memory >> 20, hex(cpu:regs().cr3)))
+
+-- Two processes, each with its own top-level table and the shared kernel half.
+local procA, procB = vm:space(), vm:space()
+local VA = 0x400000                              -- the same user address in both
+local frameA, frameB, frameC = vm:alloc_frame(), vm:alloc_frame(), vm:alloc_frame()
+procA:map(VA, frameA)                            -- page-table stores by vcpu[1]
+procB:map(VA, frameB, { write = false })         -- read-only in B
+print(("process A: CR3 %s maps %s -> %s"):format(hex(procA.cr3), hex(VA), hex(frameA)))
+print(("process B: CR3 %s maps %s -> %s (read-only)"):format(hex(procB.cr3), hex(VA), hex(frameB)))
+
+-- CR3 ping-pong: each process sees its own frame at the same virtual address.
+cpu:set{ cpl = 3 }
+for round = 1, 3 do
+  expect_ok(cpu:load_cr3(procA))
+  expect_ok(cpu:write(VA, 0xA000 + round))
+  expect_ok(cpu:load_cr3(procB))
+  local value, gpa = expect_ok(cpu:read(VA))
+  expect_eq(gpa, frameB, "B's frame")
+end
+cpu:load_cr3(procA)
+local value, gpa = cpu:read(VA)
+print(("after 3 switches, A reads %s from gpa %s"):format(hex(value), hex(gpa)))
+expect_eq(value, 0xA003, "A's last write")
+
+-- B writes to its read-only page: #PF with P|W|U.
+cpu:load_cr3(procB)
+local fault = expect_pf(S.PF.P | S.PF.W | S.PF.U, cpu:write(VA, 1))
+print("B writes its read-only page: " .. fault.text)
+
+-- Rewrite A's PTE to point at frame C, without telling the TLB.
+cpu:load_cr3(procA)
+cpu:read(VA)                                     -- the TLB now caches VA -> frameA
+procA:map(VA, frameC)                            -- a guest store to A's PTE
+local _, stale = cpu:read(VA)
+print(("PTE now says %s, but the TLB still gives %s (stale, as x86 allows)"):format(hex(frameC), hex(stale)))
+expect_eq(stale, frameA, "stale translation until invalidation")
+cpu:invlpg(VA)
+local _, fresh = cpu:read(VA)
+print(("after INVLPG: %s"):format(hex(fresh)))
+expect_eq(fresh, frameC, "fresh translation after INVLPG")
+
+-- What hardware left in A's PTE: accessed and dirty, as the walks set them.
+local pte = procA:entry(VA, 1)
+print(("A's PTE: %s (A=%d D=%d)"):format(hex(pte), (pte >> 5) & 1, (pte >> 6) & 1))
+
+local c = cpu:counters()
+print(("counters: %d reads, %d writes, %d TLB hits, %d misses, %d walks, %d page faults, %d CR3 loads, %d INVLPG")
+  :format(c.reads, c.writes, c.tlb_hits, c.tlb_misses, c.walks,
+          c.pf_not_present + c.pf_protection + c.pf_reserved, c.cr3_loads, c.invlpg))

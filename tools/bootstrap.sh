@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the system packages ShadowSim needs when they are missing (Debian/Ubuntu).
+# Lua 5.4 (library, headers and interpreter) and pkg-config, which SwiftPM uses to find Lua.
+set -euo pipefail
+missing=()
+dpkg -s liblua5.4-dev >/dev/null 2>&1 || missing+=(liblua5.4-dev)
+dpkg -s lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "tools/bootstrap.sh: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null 2>&1 || { echo "tools/bootstrap.sh: swift is not on PATH (Swift 6 toolchain required)" >&2; exit 1; }

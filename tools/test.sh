@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: Swift unit tests, every Lua scenario in scripts/ and examples/
+# (run by the ScenarioTests target), and the reference walker's own self-test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/bootstrap.sh
+echo "== reference walker self-test (lua5.4)"
+lua5.4 scripts/lib/x86_ref_selftest.lua
+echo "== swift test"
+swift build --build-tests
+swift test --skip-build "$@"
