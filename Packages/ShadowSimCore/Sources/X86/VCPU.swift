@@ -12,6 +12,10 @@ public struct AccessResult: Equatable, Sendable {
     public var physicalAddress: UInt64
     /// Value read (reads only).
     public var value: UInt64
+    /// Set by a backend that let a write through without a writable translation (a
+    /// hypervisor emulating the store): the vCPU stores the data and reports it back
+    /// with `VCPUBackend.emulatedWrite`.
+    public var needsEmulation = false
 
     @inlinable public init(outcome: Outcome, errorCode: UInt32, faultAddress: UInt64,
                            physicalAddress: UInt64, value: UInt64) {
@@ -52,6 +56,8 @@ public final class VCPU {
     public let memory: GuestMemory
     public let tlb: TLB
     public var counters = VCPUCounters()
+    /// What services TLB misses and the side effects of control instructions.
+    public var backend: any VCPUBackend = BareMetal.shared
 
     public private(set) var cr0: UInt64
     /// CR3 as stored (bit 63 of a MOV source is never stored).
@@ -191,6 +197,10 @@ public final class VCPU {
                     memory.store(byteAddress, value >> UInt64(8 * i), size: 1)
                 }
             }
+            if first.needsEmulation { backend.emulatedWrite(self, physicalAddress: pa, size: firstBytes) }
+            if second.needsEmulation {
+                backend.emulatedWrite(self, physicalAddress: second.physicalAddress, size: size - firstBytes)
+            }
             return .ok(pa)
         case .fetch:
             return .ok(pa)
@@ -234,12 +244,13 @@ public final class VCPU {
             let code = PageFaultCode.accessBits(kind: kind, isUser: isUser, controls: controls) | PageFaultCode.present
             return .pageFault(code, at: va)
         }
-        return try walkAndFill(va, kind, isUser: isUser)
+        counters.tlbMisses &+= 1
+        return try backend.translateMiss(self, va, kind, isUser: isUser)
     }
 
-    @usableFromInline
-    func walkAndFill(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
-        counters.tlbMisses &+= 1
+    /// The processor's own page walk of the guest tables, filling the TLB on success
+    /// (what a TLB miss does on bare metal).
+    public func walkGuestTablesAndFill(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
         counters.walks &+= 1
         var store = GuestPagingStore(memory: memory, entrySize: mode.entrySize)
         let outcome = PageWalker.walk(va, kind: kind, context: AccessContext(cpl: isUser ? 3 : 0, rflagsAC: rflagsAC),
@@ -263,7 +274,7 @@ public final class VCPU {
         }
     }
 
-    // MARK: Control instructions (SDM 4.10.4.1 for their TLB effects)
+    // MARK: Control instructions: the architectural checks here, their TLB effects in the backend
 
     /// MOV to CR3. With CR4.PCIDE = 1, bit 63 set means "do not flush the new PCID".
     /// PAE paging loads the PDPTE registers here; a PDPTE with reserved bits is #GP.
@@ -277,6 +288,8 @@ public final class VCPU {
         } else if value > 0xFFFF_FFFF {
             throw .invalidArgument("CR3 value \(hex(value)) does not fit the 32 bits of \(mode) paging")
         }
+        let previous = cr3
+        let previousPDPTEs = pdptes
         if mode == .pae {
             guard let loaded = try loadPDPTEs(cr3: value) else { counters.gp &+= 1; return .generalProtection }
             pdptes = loaded
@@ -284,12 +297,8 @@ public final class VCPU {
         cr3 = value
         recomputeControls()
         counters.cr3Loads &+= 1
-        if noFlush {
-            counters.cr3NoFlush &+= 1
-        } else {
-            tlb.flushNonGlobal(pcid: pcid)
-            counters.tlbFlushPCID &+= 1
-        }
+        if noFlush { counters.cr3NoFlush &+= 1 }
+        backend.cr3Loaded(self, previous: previous, pdptesChanged: previousPDPTEs != pdptes, noFlush: noFlush)
         return .ok(0)
     }
 
@@ -304,26 +313,25 @@ public final class VCPU {
         return PDPTERegisters(e[0], e[1], e[2], e[3])
     }
 
-    /// MOV to CR4. Changing PGE, or clearing PCIDE, flushes everything; setting SMEP
-    /// flushes too. PAE paging reloads the PDPTEs when PGE, PSE or SMEP change.
+    /// MOV to CR4. #GP for reserved bits, clearing PAE or toggling LA57 in IA-32e mode,
+    /// and setting PCIDE outside IA-32e mode or with CR3[11:0] ≠ 0. PAE paging reloads
+    /// the PDPTEs when PGE, PSE or SMEP change.
     public func writeCR4(_ value: UInt64) throws(MachineError) -> AccessResult {
         let changed = value ^ cr4
         guard value & ~CR4.defined == 0 else { counters.gp &+= 1; return .generalProtection }
         if changed & (CR4.pae | CR4.la57) != 0 {
-            // Clearing PAE or toggling LA57 in IA-32e mode is #GP; outside it, a mode switch.
             if mode.isLongMode { counters.gp &+= 1; return .generalProtection }
             throw .unsupported("changing CR4.PAE switches the paging mode, which a running vCPU cannot do here")
         }
         if changed & CR4.pcide != 0 && value & CR4.pcide != 0 {
-            // PCIDE 0→1 needs IA-32e mode and CR3[11:0] = 0.
             guard mode.isLongMode, cr3 & CR3Bits.pcidMask == 0 else { counters.gp &+= 1; return .generalProtection }
         }
-        let oldCR4 = cr4
+        let previous = cr4
         cr4 = value
         recomputeControls()
         if mode == .pae && changed & (CR4.pge | CR4.pse | CR4.smep) != 0 {
             guard let loaded = try loadPDPTEs(cr3: cr3) else {
-                cr4 = oldCR4
+                cr4 = previous
                 recomputeControls()
                 counters.gp &+= 1
                 return .generalProtection
@@ -331,11 +339,7 @@ public final class VCPU {
             pdptes = loaded
             recomputeControls()
         }
-        if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && value & CR4.pcide == 0)
-            || (changed & CR4.smep != 0 && value & CR4.smep != 0) {
-            tlb.flushAll()
-            counters.tlbFlushAll &+= 1
-        }
+        backend.cr4Written(self, previous: previous)
         return .ok(0)
     }
 
@@ -345,8 +349,10 @@ public final class VCPU {
         if (value ^ cr0) & (CR0.pg | CR0.pe) != 0 {
             throw .unsupported("changing CR0.PG or CR0.PE switches the paging mode, which a running vCPU cannot do here")
         }
+        let previous = cr0
         cr0 = value
         recomputeControls()
+        backend.cr0Written(self, previous: previous)
         return .ok(0)
     }
 
@@ -356,8 +362,10 @@ public final class VCPU {
         if (value ^ efer) & (EFER.lme | EFER.lma) != 0 {
             throw .unsupported("changing EFER.LME switches the paging mode, which a running vCPU cannot do here")
         }
+        let previous = efer
         efer = value
         recomputeControls()
+        backend.eferWritten(self, previous: previous)
         return .ok(0)
     }
 
@@ -373,15 +381,14 @@ public final class VCPU {
         cpl = level
     }
 
-    /// INVLPG: the page's entries for the current PCID and its global entries.
-    /// A non-canonical address makes it a no-op.
+    /// INVLPG. A non-canonical address makes it a no-op.
     public func invlpg(_ va: UInt64) throws(MachineError) {
         if !mode.isLongMode && va > 0xFFFF_FFFF {
             throw .invalidArgument("linear address \(hex(va)) does not fit the 32 bits of \(mode) paging")
         }
         counters.invlpg &+= 1
         guard PageWalker.isCanonical(va, mode: mode) else { return }
-        tlb.flushAddress(va, pcid: pcid, includeGlobal: true)
+        backend.invlpg(self, va)
     }
 
     /// INVPCID (executed at CPL 0): #GP for a bad type, a PCID above 4095, a non-canonical
@@ -399,18 +406,12 @@ public final class VCPU {
                 counters.gp &+= 1
                 return .generalProtection
             }
-            tlb.flushAddress(va, pcid: UInt16(target), includeGlobal: false)
         case .singleContext:
             guard pcideOn || target == 0 else { counters.gp &+= 1; return .generalProtection }
-            tlb.flushNonGlobal(pcid: UInt16(target))
-            counters.tlbFlushPCID &+= 1
-        case .allContextsIncludingGlobals:
-            tlb.flushAll()
-            counters.tlbFlushAll &+= 1
-        case .allContexts:
-            tlb.flushAllNonGlobal()
-            counters.tlbFlushPCID &+= 1
+        case .allContextsIncludingGlobals, .allContexts:
+            break
         }
+        backend.invpcid(self, type, pcid: UInt16(target), address: va)
         return .ok(0)
     }
 }

@@ -1,0 +1,73 @@
+/// What runs beneath a vCPU: the processor walking the guest's own tables (`BareMetal`),
+/// or a hypervisor's MMU. The vCPU does the architectural checks of each instruction;
+/// the backend services TLB misses and carries out the instructions' effects on
+/// translations (TLB flushes, and for a hypervisor whatever its MMU needs).
+public protocol VCPUBackend: AnyObject {
+    /// A TLB miss: translate `va` (filling the TLB) or return the fault the guest sees.
+    func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult
+    /// A store the backend let through with `needsEmulation` has been written to memory.
+    func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int)
+    /// MOV to CR3 has loaded a new value (and, for PAE paging, the PDPTE registers).
+    func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool)
+    func cr4Written(_ vcpu: VCPU, previous: UInt64)
+    func cr0Written(_ vcpu: VCPU, previous: UInt64)
+    func eferWritten(_ vcpu: VCPU, previous: UInt64)
+    /// INVLPG of a canonical address.
+    func invlpg(_ vcpu: VCPU, _ va: UInt64)
+    /// INVPCID whose operands passed the architectural checks.
+    func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64)
+}
+
+/// The processor on its own: TLB misses walk the guest tables, and control
+/// instructions flush the TLB as SDM 4.10.4.1 says.
+public final class BareMetal: VCPUBackend, Sendable {
+    public static let shared = BareMetal()
+
+    public func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
+        try vcpu.walkGuestTablesAndFill(va, kind, isUser: isUser)
+    }
+
+    public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) {}
+
+    /// MOV to CR3 flushes the new PCID's non-global entries unless bit 63 was set.
+    public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        guard !noFlush else { return }
+        vcpu.tlb.flushNonGlobal(pcid: vcpu.currentPCID)
+        vcpu.counters.tlbFlushPCID &+= 1
+    }
+
+    /// Toggling PGE, clearing PCIDE or setting SMEP flushes everything (SMEP and PAE
+    /// changes need only the current PCID; flushing more is allowed).
+    public func cr4Written(_ vcpu: VCPU, previous: UInt64) {
+        let changed = previous ^ vcpu.cr4
+        if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && vcpu.cr4 & CR4.pcide == 0)
+            || (changed & CR4.smep != 0 && vcpu.cr4 & CR4.smep != 0) {
+            vcpu.tlb.flushAll()
+            vcpu.counters.tlbFlushAll &+= 1
+        }
+    }
+
+    public func cr0Written(_ vcpu: VCPU, previous: UInt64) {}
+    public func eferWritten(_ vcpu: VCPU, previous: UInt64) {}
+
+    /// INVLPG: the page's entries for the current PCID and any global entry for it.
+    public func invlpg(_ vcpu: VCPU, _ va: UInt64) {
+        vcpu.tlb.flushAddress(va, pcid: vcpu.currentPCID, includeGlobal: true)
+    }
+
+    public func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64) {
+        switch type {
+        case .individualAddress:
+            vcpu.tlb.flushAddress(address, pcid: pcid, includeGlobal: false)
+        case .singleContext:
+            vcpu.tlb.flushNonGlobal(pcid: pcid)
+            vcpu.counters.tlbFlushPCID &+= 1
+        case .allContextsIncludingGlobals:
+            vcpu.tlb.flushAll()
+            vcpu.counters.tlbFlushAll &+= 1
+        case .allContexts:
+            vcpu.tlb.flushAllNonGlobal()
+            vcpu.counters.tlbFlushPCID &+= 1
+        }
+    }
+}
