@@ -5,7 +5,7 @@
 -- (the stale translation x86 allows), a write fault with its error code, and the
 -- counters. Every printed value is also checked, so this file is a test too.
 local S = shadowsim
-local hex, expect_eq, expect_ok, expect_pf = S.hex, S.expect_eq, S.expect_ok, S.expect_pf
+local hex, expect_eq, expect_ok, expect_pf, expect_gp = S.hex, S.expect_eq, S.expect_ok, S.expect_pf, S.expect_gp
 
 local vm = S.vm{ mode = "long4", vcpus = 1, memory = "256M" }
 local cpu = vm.vcpu[1]
@@ -20,34 +20,42 @@ procB:map(VA, frameB, { write = false })         -- read-only in B
 print(("process A: CR3 %s maps %s -> %s"):format(hex(procA.cr3), hex(VA), hex(frameA)))
 print(("process B: CR3 %s maps %s -> %s (read-only)"):format(hex(procB.cr3), hex(VA), hex(frameB)))
 
+-- The kernel switches tasks at CPL 0 (MOV to CR3 is privileged); processes run at CPL 3.
+local function switch_to(space)
+  cpu:set{ cpl = 0 }
+  expect_ok(cpu:load_cr3(space))
+  cpu:set{ cpl = 3 }
+end
+
 -- CR3 ping-pong: each process sees its own frame at the same virtual address.
-cpu:set{ cpl = 3 }
 for round = 1, 3 do
-  expect_ok(cpu:load_cr3(procA))
+  switch_to(procA)
   expect_ok(cpu:write(VA, 0xA000 + round))
-  expect_ok(cpu:load_cr3(procB))
+  switch_to(procB)
   local value, gpa = expect_ok(cpu:read(VA))
   expect_eq(gpa, frameB, "B's frame")
 end
-cpu:load_cr3(procA)
+switch_to(procA)
 local value, gpa = cpu:read(VA)
 print(("after 3 switches, A reads %s from gpa %s"):format(hex(value), hex(gpa)))
 expect_eq(value, 0xA003, "A's last write")
 
 -- B writes to its read-only page: #PF with P|W|U.
-cpu:load_cr3(procB)
+switch_to(procB)
 local fault = expect_pf(S.PF.P | S.PF.W | S.PF.U, cpu:write(VA, 1))
 print("B writes its read-only page: " .. fault.text)
 
 -- Rewrite A's PTE to point at frame C, without telling the TLB.
-cpu:load_cr3(procA)
+switch_to(procA)
 cpu:read(VA)                                     -- the TLB now caches VA -> frameA
-procA:map(VA, frameC)                            -- a guest store to A's PTE
+procA:map(VA, frameC)                            -- a guest store to A's PTE (by the kernel)
 local _, stale = cpu:read(VA)
 print(("PTE now says %s, but the TLB still gives %s (stale, as x86 allows)"):format(hex(frameC), hex(stale)))
 expect_eq(stale, frameA, "stale translation until invalidation")
+expect_gp(cpu:invlpg(VA))                        -- INVLPG is privileged too
+cpu:set{ cpl = 0 }
 cpu:invlpg(VA)
-local _, fresh = cpu:read(VA)
+local _, fresh = cpu:read(VA, 8, 3)
 print(("after INVLPG: %s"):format(hex(fresh)))
 expect_eq(fresh, frameC, "fresh translation after INVLPG")
 

@@ -241,8 +241,10 @@ func registerVCPUClass(_ lua: LuaState) {
         ("invlpg", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vcpu = try cpu(&call)
             let va = try call.bits(2)
-            try core { () throws(MachineError) in try vcpu.invlpg(va) }
-            return 0
+            let r = try core { () throws(MachineError) in try vcpu.invlpg(va) }
+            guard r.isOK else { return pushFault(&call, r) }
+            call.push(true)
+            return 1
         }),
         ("invpcid", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vcpu = try cpu(&call)
@@ -254,7 +256,8 @@ func registerVCPUClass(_ lua: LuaState) {
                 }
                 type = t.rawValue
             } else {
-                type = Int(try call.integer(2, in: 0...3, "type"))
+                // Any integer: the instruction itself raises #GP for a type above 3.
+                type = Int(clamping: try call.integer(2))
             }
             let pcid = try call.optionalInteger(3).map { UInt64(bitPattern: $0) } ?? 0
             let va = try call.optionalInteger(4).map { UInt64(bitPattern: $0) } ?? 0

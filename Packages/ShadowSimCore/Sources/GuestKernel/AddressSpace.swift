@@ -50,7 +50,7 @@ public final class AddressSpace {
         var current = mode.levels
         while true {
             let address = table + UInt64(mode.index(of: va, level: current) * mode.entrySize)
-            let value = memory.load(address, size: mode.entrySize)
+            let value = try readTableEntry(address, va: va)
             if current == level { return EntryLocation(level: level, address: address, value: value) }
             guard value & PTE.present != 0, !mapsPage(value, level: current) else { return nil }
             table = nextTable(value, level: current)
@@ -65,7 +65,7 @@ public final class AddressSpace {
         var level = mode.levels
         while true {
             let address = table + UInt64(mode.index(of: va, level: level) * mode.entrySize)
-            let value = memory.load(address, size: mode.entrySize)
+            let value = try readTableEntry(address, va: va)
             guard value & PTE.present != 0 else { return nil }
             if level == 1 || mapsPage(value, level: level) {
                 return EntryLocation(level: level, address: address, value: value)
@@ -132,6 +132,15 @@ public final class AddressSpace {
 
     private var topTable: UInt64 { root }
 
+    /// An entry of a table on the path of `va`; tables outside guest memory are errors.
+    private func readTableEntry(_ address: UInt64, va: UInt64) throws(MachineError) -> UInt64 {
+        guard memory.contains(address, size: mode.entrySize) else {
+            throw .unbackedMemory(address: address, capacity: memory.capacity,
+                                  what: "paging-structure entry on the path of \(hex(va))")
+        }
+        return memory.load(address, size: mode.entrySize)
+    }
+
     private func checkVA(_ va: UInt64) throws(MachineError) {
         if !mode.isLongMode && va > 0xFFFF_FFFF {
             throw .invalidArgument("va \(hex(va)) does not fit the 32 bits of \(mode) paging")
@@ -165,7 +174,7 @@ public final class AddressSpace {
         while true {
             let address = table + UInt64(mode.index(of: va, level: level) * mode.entrySize)
             if level == leafLevel { return address }
-            var value = memory.load(address, size: mode.entrySize)
+            var value = try readTableEntry(address, va: va)
             if value & PTE.present == 0 {
                 if mode == .pae && level == 3 {
                     throw .kernel("the PAE PDPTE for \(hex(va)) is not present; PDPTEs are loaded at MOV to CR3, so spaces preallocate their page directories")

@@ -99,7 +99,8 @@ public final class GuestMemory {
         return frame
     }
 
-    // MARK: Little-endian access. The caller checks `contains`; an access may cross frames.
+    // MARK: Little-endian access. Unchecked: the caller must have checked `contains`
+    // (an address beyond capacity indexes past the radix). An access may cross frames.
 
     /// Reads `size` (1, 2, 4 or 8) bytes at `address`.
     @inlinable public func load(_ address: UInt64, size: Int) -> UInt64 {

@@ -106,10 +106,11 @@ public final class Machine {
         if config.cr0WP { cr0 |= CR0.wp }
         var cr4: UInt64 = 0
         switch config.mode {
-        case .legacy32: if config.cr4PSE { cr4 |= CR4.pse }
+        case .legacy32: break
         case .pae, .long4: cr4 |= CR4.pae
         case .long5: cr4 |= CR4.pae | CR4.la57
         }
+        if config.cr4PSE { cr4 |= CR4.pse }   // only 32-bit paging looks at it
         if config.cr4PGE { cr4 |= CR4.pge }
         if config.cr4SMEP { cr4 |= CR4.smep }
         if config.cr4SMAP { cr4 |= CR4.smap }

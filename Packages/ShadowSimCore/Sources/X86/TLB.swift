@@ -103,7 +103,7 @@ public final class TLB {
         case .size4M: array = large; data |= 2 << Flag.sizeShift
         case .size1G: array = huge; data |= 3 << Flag.sizeShift
         }
-        array.insert(va, suffix: tagSuffix(pcid: pcid), data: data)
+        array.insert(va, suffix: tagSuffix(pcid: pcid), data: data, epochs: epochs)
         fills &+= 1
     }
 
@@ -204,7 +204,16 @@ public final class TLB {
         return 0
     }
 
-    func insert(_ va: UInt64, suffix: UInt64, data word: UInt64) {
+    /// Whether slot `i` holds nothing usable: invalid, or a non-global entry whose PCID
+    /// was flushed since (its epoch is not current).
+    func isDead(_ i: Int, epochs: UnsafeMutablePointer<UInt8>) -> Bool {
+        let tag = tags[i]
+        if tag == TLB.invalidTag { return true }
+        if data[i] & TLB.Flag.global != 0 { return false }
+        return tag >> TLB.epochShift != UInt64(epochs[Int(tag & 0xFFF)])
+    }
+
+    func insert(_ va: UInt64, suffix: UInt64, data word: UInt64, epochs: UnsafeMutablePointer<UInt8>) {
         let vpn = va >> pageShift
         let key = key(va, suffix: suffix)
         let set = Int(truncatingIfNeeded: vpn & setMask)
@@ -218,7 +227,7 @@ public final class TLB {
                 slot = base + way
                 break
             }
-            if slot < 0 && tag == TLB.invalidTag { slot = base + way }
+            if slot < 0 && isDead(base + way, epochs: epochs) { slot = base + way }
         }
         if slot < 0 {
             slot = base + Int(victims[set])

@@ -276,9 +276,10 @@ public final class VCPU {
 
     // MARK: Control instructions: the architectural checks here, their TLB effects in the backend
 
-    /// MOV to CR3. With CR4.PCIDE = 1, bit 63 set means "do not flush the new PCID".
+    /// MOV to CR3 (#GP above CPL 0). With CR4.PCIDE = 1, bit 63 set means "do not flush the new PCID".
     /// PAE paging loads the PDPTE registers here; a PDPTE with reserved bits is #GP.
     public func loadCR3(_ source: UInt64) throws(MachineError) -> AccessResult {
+        guard cpl == 0 else { counters.gp &+= 1; return .generalProtection }
         let pcide = cr4 & CR4.pcide != 0
         let noFlush = pcide && source & CR3Bits.noFlush != 0
         let value = pcide ? source & ~CR3Bits.noFlush : source
@@ -317,6 +318,7 @@ public final class VCPU {
     /// and setting PCIDE outside IA-32e mode or with CR3[11:0] ≠ 0. PAE paging reloads
     /// the PDPTEs when PGE, PSE or SMEP change.
     public func writeCR4(_ value: UInt64) throws(MachineError) -> AccessResult {
+        guard cpl == 0 else { counters.gp &+= 1; return .generalProtection }
         let changed = value ^ cr4
         guard value & ~CR4.defined == 0 else { counters.gp &+= 1; return .generalProtection }
         if changed & (CR4.pae | CR4.la57) != 0 {
@@ -345,7 +347,7 @@ public final class VCPU {
 
     /// MOV to CR0. Only WP may change on a running vCPU; PG and PE are fixed.
     public func writeCR0(_ value: UInt64) throws(MachineError) -> AccessResult {
-        guard value >> 32 == 0 else { counters.gp &+= 1; return .generalProtection }
+        guard cpl == 0, value >> 32 == 0 else { counters.gp &+= 1; return .generalProtection }
         if (value ^ cr0) & (CR0.pg | CR0.pe) != 0 {
             throw .unsupported("changing CR0.PG or CR0.PE switches the paging mode, which a running vCPU cannot do here")
         }
@@ -358,7 +360,7 @@ public final class VCPU {
 
     /// WRMSR to IA32_EFER. Only NXE (and bits with no paging effect) may change.
     public func writeEFER(_ value: UInt64) throws(MachineError) -> AccessResult {
-        guard value & ~EFER.defined == 0 else { counters.gp &+= 1; return .generalProtection }
+        guard cpl == 0, value & ~EFER.defined == 0 else { counters.gp &+= 1; return .generalProtection }
         if (value ^ efer) & (EFER.lme | EFER.lma) != 0 {
             throw .unsupported("changing EFER.LME switches the paging mode, which a running vCPU cannot do here")
         }
@@ -381,21 +383,24 @@ public final class VCPU {
         cpl = level
     }
 
-    /// INVLPG. A non-canonical address makes it a no-op.
-    public func invlpg(_ va: UInt64) throws(MachineError) {
+    /// INVLPG (#GP above CPL 0). A non-canonical address makes it a no-op.
+    @discardableResult
+    public func invlpg(_ va: UInt64) throws(MachineError) -> AccessResult {
         if !mode.isLongMode && va > 0xFFFF_FFFF {
             throw .invalidArgument("linear address \(hex(va)) does not fit the 32 bits of \(mode) paging")
         }
+        guard cpl == 0 else { counters.gp &+= 1; return .generalProtection }
         counters.invlpg &+= 1
-        guard PageWalker.isCanonical(va, mode: mode) else { return }
+        guard PageWalker.isCanonical(va, mode: mode) else { return .ok(0) }
         backend.invlpg(self, va)
+        return .ok(0)
     }
 
     /// INVPCID (executed at CPL 0): #GP for a bad type, a PCID above 4095, a non-canonical
     /// address (type 0), or a non-zero PCID while CR4.PCIDE = 0 (types 0 and 1).
     public func invpcid(type rawType: Int, pcid target: UInt64, address va: UInt64) -> AccessResult {
         counters.invpcid &+= 1
-        guard let type = InvpcidType(rawValue: rawType), target <= 0xFFF else {
+        guard cpl == 0, let type = InvpcidType(rawValue: rawType), target <= 0xFFF else {
             counters.gp &+= 1
             return .generalProtection
         }
