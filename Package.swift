@@ -3,12 +3,16 @@ import PackageDescription
 
 let core: Target.Dependency = .product(name: "ShadowSimCore", package: "ShadowSimCore")
 
+/// Sync policies, each a module under Plugins/NAME/Policy. Built in by name, and each
+/// also a .so (product NAMEPolicy) whose Plugins/NAME/Entry exports the C entry points.
+let policies = ["KVMUnsync", "WPEmulate", "GlobalList", "VMList", "XenOOS", "TDP"]
+
 let package = Package(
     name: "ShadowSim",
     products: [
         .executable(name: "shadowsim", targets: ["shadowsim"]),
         .library(name: "ShadowSimLua", targets: ["ShadowSimLua"]),
-    ],
+    ] + policies.map { .library(name: $0 + "Policy", type: .dynamic, targets: [$0 + "Entry"]) },
     dependencies: [
         .package(path: "Packages/ShadowSimCore"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -20,15 +24,21 @@ let package = Package(
         .target(name: "CLuaShim", dependencies: ["CLua"]),
         // A small Swift wrapper over a Lua state.
         .target(name: "LuaKit", dependencies: ["CLua", "CLuaShim"]),
+        // The built-in policies by name, and loading of policy .so files.
+        .target(name: "ShadowSimPolicies", dependencies: [core] + policies.map { .target(name: $0) }),
         // The `shadowsim` Lua module: translates and checks arguments, knows no paging rules.
-        .target(name: "ShadowSimLua", dependencies: ["LuaKit", "CLua", "CLuaShim", core]),
+        .target(name: "ShadowSimLua", dependencies: ["LuaKit", "CLua", "CLuaShim", "ShadowSimPolicies", core]),
         // Command-line front end (a library so tests can drive it in-process).
         .target(name: "ShadowSimCLI", dependencies: [
-            "ShadowSimLua", "LuaKit",
+            "ShadowSimLua", "LuaKit", "ShadowSimPolicies",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "shadowsim", dependencies: ["ShadowSimCLI"]),
         .testTarget(name: "X86Tests", dependencies: [core]),
+        .testTarget(name: "ShadowMMUTests", dependencies: [core, "ShadowSimPolicies"] + policies.map { .target(name: $0) }),
         .testTarget(name: "ScenarioTests", dependencies: ["ShadowSimCLI", "ShadowSimLua", "LuaKit"]),
-    ]
+    ] + policies.flatMap { name -> [Target] in [
+        .target(name: name, dependencies: [core], path: "Plugins/\(name)/Policy"),
+        .target(name: name + "Entry", dependencies: [.target(name: name), core], path: "Plugins/\(name)/Entry"),
+    ] }
 )

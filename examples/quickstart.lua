@@ -7,7 +7,7 @@
 local S = shadowsim
 local hex, expect_eq, expect_ok, expect_pf, expect_gp = S.hex, S.expect_eq, S.expect_ok, S.expect_pf, S.expect_gp
 
-local vm = S.vm{ mode = "long4", vcpus = 1, memory = "256M" }
+local vm = S.vm{ mode = "long4", vcpus = 1, memory = "256M", policy = "kvm-unsync" }
 local cpu = vm.vcpu[1]
 print(("%s: %s paging, %d MiB, CR3 %s (kernel tables)"):format(vm.name, vm.mode, vm.memory >> 20, hex(cpu:regs().cr3)))
 

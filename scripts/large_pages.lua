@@ -21,6 +21,8 @@
 --    MAXPHYADDR (M = 46, 40) and reserved above it (M = 36: bits 20:17); bit 21 is
 --    always reserved.
 --  * 32-bit paging with CR4.PSE = 0 ignores PS: the PDE references a page table.
+-- Runs on bare metal (policy "bare-metal"): it checks the processor's own TLB, which a
+-- hypervisor may legitimately flush more often.
 local S = shadowsim
 local PTE, PF = S.PTE, S.PF
 
@@ -50,7 +52,7 @@ end
 --      gpa1, gpa2 (two page-aligned frames), rsvd (a reserved-bit mask), memory
 local function large(cfg)
   local what = cfg.mode .. "/" .. cfg.size
-  local vm = S.vm{ mode = cfg.mode, memory = cfg.memory }
+  local vm = S.vm{ policy = "bare-metal",  mode = cfg.mode, memory = cfg.memory }
   local c = vm.vcpu[1]
   local s = vm:space{}
   local va, n = cfg.va, cfg.bytes
@@ -157,7 +159,7 @@ end
 -- at most 40); the bits above MAXPHYADDR (20:M-19) and bit 21 are reserved. The
 -- guest has no RAM up there, so this is checked with translations (no data moved).
 for _, m in ipairs{ 46, 40, 36 } do
-  local vm = S.vm{ mode = "legacy32", maxphyaddr = m }
+  local vm = S.vm{ policy = "bare-metal",  mode = "legacy32", maxphyaddr = m }
   local c = vm.vcpu[1]
   local s = vm:space{}
   local va = 0x00C00000
@@ -185,7 +187,7 @@ end
 
 ------------------------------------------------------------------ 32-bit paging, CR4.PSE = 0
 do
-  local vm = S.vm{ mode = "legacy32" }
+  local vm = S.vm{ policy = "bare-metal",  mode = "legacy32" }
   local c = vm.vcpu[1]
   local s = vm:space{}
   local va, big = 0x00800000, 0x01000000

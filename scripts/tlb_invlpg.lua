@@ -18,6 +18,8 @@
 --    (4.10.2.3 / 4.10.4.3).
 --  * Counters: a stale access is a TLB hit without a walk; the access after an
 --    invalidation is a miss with one walk.
+-- Runs on bare metal (policy "bare-metal"): it checks the processor's own TLB, which a
+-- hypervisor may legitimately flush more often.
 local S = shadowsim
 local PF = S.PF
 
@@ -54,7 +56,7 @@ local VJ = 0x00408000
 local VI = 0x00c00000            -- no page table yet: the PDE is absent
 
 for _, mode in ipairs{ "legacy32", "pae", "long4", "long5" } do
-  local vm = S.vm{ mode = mode, name = mode }
+  local vm = S.vm{ policy = "bare-metal",  mode = mode, name = mode }
   local c = vm.vcpu[1]
   local s, s2 = vm:space{}, vm:space{}
   local f = {}

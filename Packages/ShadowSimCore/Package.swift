@@ -7,12 +7,14 @@ import PackageDescription
 let package = Package(
     name: "ShadowSimCore",
     products: [
-        .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel"]),
+        .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel", "ShadowMMU"]),
     ],
     targets: [
         // The architectural model: memory, control registers, page walks, TLB.
         .target(name: "X86"),
         // How a guest kernel lays out its tables: physmap, frames, address spaces.
         .target(name: "GuestKernel", dependencies: ["X86"]),
+        // The shadow MMU engine and the policy interface plugins implement.
+        .target(name: "ShadowMMU", dependencies: ["X86"]),
     ]
 )

@@ -220,6 +220,25 @@ public struct LuaOptions {
         }
     }
 
+    /// A table of string keys to numbers (e.g. cost overrides).
+    public func numberTable(_ key: String) throws(LuaRaise) -> [(String, Double)]? {
+        try withField(key) { () throws(LuaRaise) -> [(String, Double)]? in
+            guard lua_type(call.L, -1) == LUA_TTABLE else { throw fieldError(key, "table of numbers") }
+            var out: [(String, Double)] = []
+            let t = lua_absindex(call.L, -1)
+            lua_pushnil(call.L)
+            while lua_next(call.L, t) != 0 {
+                guard lua_type(call.L, -2) == LUA_TSTRING, lua_type(call.L, -1) == LUA_TNUMBER else {
+                    luashim_pop(call.L, 2)
+                    throw call.argumentError(index, "option '\(key)' must map names to numbers")
+                }
+                out.append((String(cString: luashim_tostring(call.L, -2)!), lua_tonumberx(call.L, -1, nil)))
+                luashim_pop(call.L, 1)
+            }
+            return out.sorted { $0.0 < $1.0 }
+        }
+    }
+
     /// A string that must be one of `choices`.
     public func choice(_ key: String, _ choices: [String]) throws(LuaRaise) -> String? {
         guard let s = try string(key) else { return nil }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ShadowSimLua
+import ShadowSimPolicies
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,7 +11,7 @@ public struct ShadowSimCommand: ParsableCommand {
         commandName: "shadowsim",
         abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
         version: shadowSimVersion,
-        subcommands: [Run.self])
+        subcommands: [Run.self, Policies.self])
 
     public init() {}
 }
@@ -33,11 +34,22 @@ struct Run: ParsableCommand {
     @Flag(help: "Print the Lua traceback of a failure.")
     var traceback = false
 
+    @Option(help: "Sync policy of VMs that do not name one: a built-in name (see `shadowsim policies`), bare-metal, or the path of a policy .so.")
+    var policy = "kvm-unsync"
+
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
 
     func run() throws {
-        let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments)
+        if policy != PolicyCatalog.bareMetalName {
+            do {
+                _ = try PolicyCatalog.factory(policy)
+            } catch {
+                printError("shadowsim: \(error.description)")
+                throw ExitCode(2)
+            }
+        }
+        let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: policy)
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
         }
@@ -45,6 +57,32 @@ struct Run: ParsableCommand {
             printError(error.message)
             if traceback && !error.traceback.isEmpty { printError(error.traceback) }
             throw ExitCode(1)
+        }
+    }
+}
+
+/// `shadowsim policies`: the built-in policies, one line each.
+struct Policies: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the sync policies.")
+
+    @Option(help: "Also load and describe this policy .so.")
+    var plugin: String?
+
+    func run() throws {
+        var rows = [(PolicyCatalog.bareMetalName, "no hypervisor: vCPUs walk the guest's own tables (the x86 reference)")]
+        rows += PolicyCatalog.builtins.map { ($0.name, $0.summary) }
+        if let plugin {
+            do {
+                let f = try PolicyCatalog.factory(plugin)
+                rows.append((f.name, f.summary + " (from \(f.origin))"))
+            } catch {
+                printError("shadowsim: \(error.description)")
+                throw ExitCode(2)
+            }
+        }
+        let width = rows.map(\.0.count).max() ?? 0
+        for (name, summary) in rows {
+            print(name + String(repeating: " ", count: width - name.count + 2) + summary)
         }
     }
 }

@@ -3,6 +3,7 @@ import CLuaShim
 import LuaKit
 import X86
 import GuestKernel
+import ShadowMMU
 
 // MARK: Results
 
@@ -94,7 +95,17 @@ func registerVMClass(_ lua: LuaState, session: Session) {
             return 1
         }),
         ("counters", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
-            pushCounters(&call, try vm(&call).machine.counters)
+            pushCounters(&call, try vm(&call).counters)
+            return 1
+        }),
+        ("cycles", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            let estimate = try vm(&call).estimatedCycles
+            call.newTable(arrayCount: Int32(estimate.perVCPU.count), fieldCount: 1)
+            call.push(estimate.vm); call.setField("total")
+            for (i, c) in estimate.perVCPU.enumerated() {
+                call.push(c)
+                call.setIndex(Int64(i + 1))
+            }
             return 1
         }),
         ("memory_stats", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
@@ -126,6 +137,7 @@ func registerVMClass(_ lua: LuaState, session: Session) {
         case "mode": call.push(vm.machine.mode.description)
         case "memory": call.push(bits: vm.machine.memory.capacity)
         case "vcpus": call.push(vm.machine.vcpus.count)
+        case "policy": call.push(vm.policyName)
         default: call.pushNil()
         }
         return 1
@@ -135,8 +147,7 @@ func registerVMClass(_ lua: LuaState, session: Session) {
     })
 }
 
-func pushCounters(_ call: inout LuaCall, _ c: VCPUCounters) {
-    let fields = c.fields
+func pushCounters(_ call: inout LuaCall, _ fields: [(name: String, value: UInt64)]) {
     call.newTable(fieldCount: Int32(fields.count))
     for (name, value) in fields {
         call.push(bits: value)
@@ -283,7 +294,10 @@ func registerVCPUClass(_ lua: LuaState) {
             return 1
         }),
         ("counters", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
-            pushCounters(&call, try cpu(&call).counters)
+            let vcpu = try cpu(&call)
+            var fields = vcpu.counters.fields
+            if let shadow = vcpu.backend as? ShadowVCPU { fields += shadow.stats.fields }
+            pushCounters(&call, fields)
             return 1
         }),
         ("tlb_entries", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in

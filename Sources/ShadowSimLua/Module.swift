@@ -3,6 +3,8 @@ import CLuaShim
 import LuaKit
 import X86
 import GuestKernel
+import ShadowMMU
+import ShadowSimPolicies
 
 /// Userdata class names (also what `tostring` and type errors show).
 enum ClassName {
@@ -39,6 +41,19 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
         return 0
     }
     lua_setfield(L, -2, "record")
+    lua.pushFunction("policies") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+        call.newTable(arrayCount: Int32(PolicyCatalog.builtins.count))
+        for (i, p) in PolicyCatalog.builtins.enumerated() {
+            call.newTable(fieldCount: 2)
+            call.push(p.name); call.setField("name")
+            call.push(p.summary); call.setField("summary")
+            call.setIndex(Int64(i + 1))
+        }
+        return 1
+    }
+    lua_setfield(L, -2, "policies")
+    lua_pushstring(L, session.defaultPolicy)
+    lua_setfield(L, -2, "default_policy")
     lua_pushinteger(L, Int64(bitPattern: session.seed))
     lua_setfield(L, -2, "seed")
     lua_pushstring(L, shadowSimVersion)
@@ -75,7 +90,8 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
 
 private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> Int32 {
     let o = try call.options(1, allowed: ["mode", "vcpus", "memory", "maxphyaddr", "wp", "pse", "pge",
-                                          "smep", "smap", "nxe", "tlb_entries", "name"])
+                                          "smep", "smap", "nxe", "tlb_entries", "name", "policy", "shadow_pages",
+                                          "prefetch", "host_pages", "vcpus_running", "costs"])
     let modeName = try o.choice("mode", PagingMode.allCases.map(\.description)) ?? "long4"
     var config = MachineConfiguration(mode: PagingMode(name: modeName)!)
     config.vcpuCount = Int(try o.integer("vcpus", in: 1...Int64(MachineConfiguration.maxVCPUs)) ?? 1)
@@ -89,9 +105,32 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
     config.eferNXE = try o.boolean("nxe") ?? true
     config.tlbEntries = Int(try o.integer("tlb_entries", in: 4...(1 << 20)) ?? 1024)
     let name = try o.string("name") ?? "vm\(session.vms.count)"
+    let policyName = try o.string("policy") ?? session.defaultPolicy
+    var mmuConfig = ShadowMMUConfiguration()
+    if let pages = try o.integer("shadow_pages", in: 8...(1 << 30)) { mmuConfig.maxShadowPages = Int(pages) }
+    mmuConfig.prefetch = try o.boolean("prefetch") ?? true
+    if let host = try o.choice("host_pages", ["4k", "2m", "1g"]) { mmuConfig.hostPageSize = PageSize(name: host)! }
+    mmuConfig.otherVCPUsRunning = try o.boolean("vcpus_running") ?? true
+    if let costs = try o.numberTable("costs") {
+        for (key, value) in costs {
+            guard value >= 0, mmuConfig.costs.set(key, value) else {
+                throw call.argumentError(1, "option 'costs': unknown cost '\(key)' or negative value (costs: \(CostModel().fields.map(\.name).joined(separator: ", ")))")
+            }
+        }
+    }
+    var factory: PolicyFactory?
+    if policyName != PolicyCatalog.bareMetalName {
+        do { factory = try PolicyCatalog.factory(policyName) } catch { throw LuaRaise(error.description) }
+    }
     let machine = try core { () throws(MachineError) in try Machine(config) }
+    var mmu: ShadowMMU?
+    if let factory {
+        let policy: any SyncPolicy
+        do { policy = try factory.make() } catch { throw LuaRaise(error.description) }
+        mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig)
+    }
     let kernel = try core { () throws(MachineError) in try GuestKernel(machine: machine) }
-    let vm = ScenarioVM(name: name, machine: machine, kernel: kernel)
+    let vm = ScenarioVM(name: name, machine: machine, kernel: kernel, mmu: mmu)
     session.add(vm)
 
     call.pushObject(vm, className: ClassName.vm, userValues: 1)

@@ -18,8 +18,9 @@ public struct ScenarioResult {
 public enum ScenarioRunner {
     /// Runs `path`. Errors of the script (including failed expectations) are in the
     /// result; the report is produced either way, so nothing gathered is lost.
-    public static func run(path: String, seed: UInt64 = 0, arguments: [String] = []) -> ScenarioResult {
-        let session = Session(seed: seed, arguments: arguments)
+    public static func run(path: String, seed: UInt64 = 0, arguments: [String] = [],
+                           policy: String = "kvm-unsync") -> ScenarioResult {
+        let session = Session(seed: seed, arguments: arguments, defaultPolicy: policy)
         let lua = LuaState()
         lua.openStandardLibraries()
         var failure: LuaScriptError?

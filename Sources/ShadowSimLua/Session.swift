@@ -1,5 +1,7 @@
 import X86
 import GuestKernel
+import ShadowMMU
+import ShadowSimPolicies
 
 /// Everything one scenario run owns besides its Lua state: the seed and random
 /// stream, the VMs it created (so their counters can be reported even when the script
@@ -7,13 +9,16 @@ import GuestKernel
 public final class Session {
     public let seed: UInt64
     public let scriptArguments: [String]
+    /// The policy of VMs that do not name one (`--policy`).
+    public let defaultPolicy: String
     public private(set) var vms: [ScenarioVM] = []
     /// Values the script stored with `shadowsim.record`, in the order first recorded.
     public private(set) var records: [(key: String, value: JSONValue)] = []
     var random: Xoshiro256
 
-    public init(seed: UInt64, arguments: [String]) {
+    public init(seed: UInt64, arguments: [String], defaultPolicy: String = "kvm-unsync") {
         self.seed = seed
+        self.defaultPolicy = defaultPolicy
         scriptArguments = arguments
         random = Xoshiro256(seed: seed)
     }
@@ -46,33 +51,66 @@ public final class Session {
 /// The version printed by the CLI and written into reports.
 public let shadowSimVersion = "0.1.0"
 
-/// A VM as a scenario sees it: the machine plus its guest kernel.
+/// A VM as a scenario sees it: the machine, its guest kernel and (unless it runs on
+/// bare metal) the shadow MMU its policy drives.
 public final class ScenarioVM {
     public let name: String
     public let machine: Machine
     public let kernel: GuestKernel
+    public let mmu: ShadowMMU?
 
-    init(name: String, machine: Machine, kernel: GuestKernel) {
+    init(name: String, machine: Machine, kernel: GuestKernel, mmu: ShadowMMU?) {
         self.name = name
         self.machine = machine
         self.kernel = kernel
+        self.mmu = mmu
+    }
+
+    public var policyName: String { mmu?.policy.name ?? PolicyCatalog.bareMetalName }
+
+    /// Every counter of the VM: the x86 counters summed over vCPUs, then the MMU's.
+    public var counters: [(name: String, value: UInt64)] {
+        var fields = machine.counters.fields
+        if let mmu {
+            fields += mmu.vcpus.reduce(VCPUMMUStats()) { $0 + $1.stats }.fields
+            fields += mmu.stats.fields
+        }
+        return fields
+    }
+
+    /// Counters of one vCPU (x86, then its MMU statistics).
+    public func counters(vcpu index: Int) -> [(name: String, value: UInt64)] {
+        var fields = machine.vcpus[index].counters.fields
+        if let mmu { fields += mmu.vcpus[index].stats.fields }
+        return fields
+    }
+
+    /// Estimated cycles: the MMU's estimate, or hardware walks on bare metal.
+    public var estimatedCycles: (vm: Double, perVCPU: [Double]) {
+        if let mmu { return mmu.estimatedCycles() }
+        let costs = CostModel()
+        let perVCPU = machine.vcpus.map { Double($0.counters.walks) * Double(machine.mode.levels) * costs.hardwareWalkLevel }
+        return (perVCPU.reduce(0, +), perVCPU)
     }
 
     func report() -> JSONValue {
-        .object([
+        let cycles = estimatedCycles
+        return .object([
             ("name", .string(name)),
             ("mode", .string(machine.mode.description)),
+            ("policy", .string(policyName)),
             ("vcpus", .integer(Int64(machine.vcpus.count))),
             ("memory_bytes", .integer(Int64(machine.memory.capacity))),
             ("resident_bytes", .integer(Int64(machine.memory.residentBytes))),
-            ("counters", counterObject(machine.counters)),
-            ("per_vcpu", .array(machine.vcpus.map { counterObject($0.counters) })),
+            ("estimated_cycles", .integer(Int64(cycles.vm + 0.5))),
+            ("counters", counterObject(counters)),
+            ("per_vcpu", .array(machine.vcpus.indices.map { counterObject(counters(vcpu: $0)) })),
         ])
     }
 }
 
-func counterObject(_ c: VCPUCounters) -> JSONValue {
-    .object(c.fields.map { ($0.name, .integer(Int64(bitPattern: $0.value))) })
+func counterObject(_ fields: [(name: String, value: UInt64)]) -> JSONValue {
+    .object(fields.map { ($0.name, .integer(Int64(bitPattern: $0.value))) })
 }
 
 /// xoshiro256** seeded through splitmix64: the same seed gives the same stream on

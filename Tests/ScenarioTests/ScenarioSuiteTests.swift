@@ -29,15 +29,34 @@ import Glibc
 
     static let scenarios = luaFiles(in: "scripts") + luaFiles(in: "examples")
 
-    @Test func suiteIsNotEmpty() {
-        #expect(Self.scenarios.count >= 3, "scenarios found: \(Self.scenarios)")
+    /// The policies of the built-in catalogue (kept in step with PolicyCatalog by
+    /// `everyPolicyIsCovered`).
+    static let policies = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp"]
+
+    /// Scenarios whose first line says `-- runs under: every policy`, paired with each policy;
+    /// the others run once under the default policy (or the one they pin).
+    static let runs: [(String, String)] = scenarios.flatMap { path -> [(String, String)] in
+        runsUnderEveryPolicy(path) ? policies.map { (path, $0) } : [(path, "kvm-unsync")]
     }
 
-    @Test(arguments: scenarios)
-    func scenarioPasses(_ path: String) {
-        let result = ScenarioRunner.run(path: Self.repositoryRoot + "/" + path, seed: 1)
+    static func runsUnderEveryPolicy(_ path: String) -> Bool {
+        guard let f = fopen(repositoryRoot + "/" + path, "r") else { return false }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        guard fgets(&line, 256, f) != nil else { return false }
+        return String(cString: line).hasPrefix("-- runs under: every policy")
+    }
+
+    @Test func suiteIsNotEmpty() {
+        #expect(Self.scenarios.count >= 3, "scenarios found: \(Self.scenarios)")
+        #expect(Self.runs.count > Self.scenarios.count, "some scenario runs under every policy")
+    }
+
+    @Test(arguments: runs)
+    func scenarioPasses(_ path: String, _ policy: String) {
+        let result = ScenarioRunner.run(path: Self.repositoryRoot + "/" + path, seed: 1, policy: policy)
         if let error = result.error {
-            Issue.record("\(error.message)\n\(error.traceback)")
+            Issue.record("[\(policy)] \(error.message)\n\(error.traceback)")
         }
     }
 }

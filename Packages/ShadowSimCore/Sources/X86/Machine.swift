@@ -23,7 +23,7 @@ public struct VCPUCounters: Equatable, Sendable {
 
     public init() {}
 
-    @usableFromInline mutating func countPageFault(_ code: UInt32) {
+    public mutating func countPageFault(_ code: UInt32) {
         if code & PageFaultCode.reservedBit != 0 {
             pfReserved &+= 1
         } else if code & PageFaultCode.present != 0 {

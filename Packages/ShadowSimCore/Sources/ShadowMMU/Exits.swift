@@ -1,0 +1,137 @@
+import X86
+
+/// The exits a shadow-paging guest takes besides page faults: emulated stores, MOV to
+/// CR3/CR0/CR4, WRMSR EFER, INVLPG and INVPCID (KVM's x86.c handling, with the
+/// policy deciding what each means for the shadow pages).
+extension ShadowVCPU {
+    public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) {
+        try? exit { () throws(MachineError) in
+            if size > 8 {
+                // A string store (REP STOS) is not a page-table-writing instruction: KVM
+                // unprotects the frame and lets the instruction run natively.
+                mmu.unprotect(gfn: physicalAddress >> 12)
+            } else {
+                mmu.trackWrite(gpa: physicalAddress, bytes: size, vcpu: self)
+            }
+        }
+    }
+
+    public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        guard mmu.policy.shadowsGuestTables else {
+            return BareMetal.shared.cr3Loaded(vcpu, previous: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
+        }
+        stats.exitsCR3 &+= 1
+        try? exit { () throws(MachineError) in
+            mmu.policy.cr3Loaded(self, previousCR3: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
+        }
+    }
+
+    /// KVM's `kvm_post_set_cr4`.
+    public func cr4Written(_ vcpu: VCPU, previous: UInt64) {
+        guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.cr4Written(vcpu, previous: previous) }
+        stats.exitsCRWrite &+= 1
+        try? exit { () throws(MachineError) in
+            let now = vcpu.cr4
+            let changed = previous ^ now
+            let roleBits = CR4.pse | CR4.pae | CR4.la57 | CR4.smep | CR4.smap | (1 << 22)
+            if changed & roleBits != 0 { resetContext() }
+            if changed & CR4.pcide != 0 && now & CR4.pcide != 0 { freeRoots(.all) }
+            if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && now & CR4.pcide == 0) {
+                request(.flushGuest)
+            } else if changed & CR4.smep != 0 && now & CR4.smep != 0 {
+                request(.flushCurrent)
+            }
+        }
+    }
+
+    public func cr0Written(_ vcpu: VCPU, previous: UInt64) {
+        guard mmu.policy.shadowsGuestTables else { return }
+        stats.exitsCRWrite &+= 1
+        try? exit { () throws(MachineError) in
+            if (previous ^ vcpu.cr0) & (CR0.wp | CR0.pg) != 0 { resetContext() }
+        }
+    }
+
+    public func eferWritten(_ vcpu: VCPU, previous: UInt64) {
+        guard mmu.policy.shadowsGuestTables else { return }
+        stats.exitsCRWrite &+= 1
+        try? exit { () throws(MachineError) in
+            if (previous ^ vcpu.efer) & (EFER.nxe | EFER.lme | EFER.lma) != 0 { resetContext() }
+        }
+    }
+
+    /// KVM's `kvm_mmu_reset_context`: every root goes; new ones are built (with the
+    /// new role) on entry.
+    func resetContext() {
+        freeRoots(.all)
+    }
+
+    public func invlpg(_ vcpu: VCPU, _ va: UInt64) {
+        guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.invlpg(vcpu, va) }
+        stats.exitsInvlpg &+= 1
+        try? exit { () throws(MachineError) in
+            mmu.policy.invalidateAddress(self, va, roots: .all)
+            stats.invlpg &+= 1
+        }
+    }
+
+    /// KVM's `kvm_handle_invpcid`.
+    public func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64) {
+        guard mmu.policy.shadowsGuestTables else {
+            return BareMetal.shared.invpcid(vcpu, type, pcid: pcid, address: address)
+        }
+        stats.exitsInvpcid &+= 1
+        try? exit { () throws(MachineError) in
+            switch type {
+            case .individualAddress:
+                var roots: RootSelection = []
+                if vcpu.currentPCID == pcid { roots.insert(.current) }
+                for i in 0..<3 where previousRoots[i].isValid && self.pcid(of: previousRoots[i].pgd) == pcid {
+                    roots.insert(.previous(i))
+                }
+                if !roots.isEmpty { mmu.policy.invalidateAddress(self, address, roots: roots) }
+                stats.invlpg &+= 1
+            case .singleContext:
+                mmu.policy.invalidatePCID(self, pcid)
+            case .allContexts, .allContextsIncludingGlobals:
+                // Shadow pages do not mark global entries: "all but globals" is "all".
+                request(.flushGuest)
+            }
+        }
+    }
+
+    // MARK: Nested paging (no shadow pages)
+
+    /// A TLB miss under nested paging: the hardware walks the guest tables through the
+    /// EPT (a two-dimensional walk); any frame the walk or the access touches for the
+    /// first time takes an EPT violation, which maps it.
+    func translateMissTDP(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
+        stats.tdpWalks &+= 1
+        vcpu.counters.walks &+= 1
+        let (outcome, walk) = try guestWalk(va, kind, isUser: isUser)
+        for level in 1...walk.levels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
+        switch outcome {
+        case .translated(let t):
+            mapForTDP(gfn: t.physicalAddress >> 12)
+            vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: t.isGlobal && vcpu.cr4 & CR4.pge != 0)
+            return .ok(t.physicalAddress)
+        case .pageFault(let code, _):
+            vcpu.counters.countPageFault(code)
+            vcpu.tlb.flushAddress(va, pcid: vcpu.currentPCID, includeGlobal: true)
+            return .pageFault(code, at: va)
+        case .generalProtection:
+            return .generalProtection
+        }
+    }
+
+    private func mapForTDP(gfn: UInt64) {
+        let huge = mmu.configuration.hostPageSize != .size4K
+        let key = huge ? gfn >> 9 | 1 << 62 : gfn
+        guard mmu.tdpMapped.insert(key).inserted else { return }
+        stats.eptViolations &+= 1
+        stats.pfTaken &+= 1
+        stats.pfFixed &+= 1
+        stats.exitsPageFault &+= 1
+        if huge { mmu.stats.pages2M &+= 1 } else { mmu.stats.pages4K &+= 1 }
+    }
+}

@@ -1,0 +1,445 @@
+import X86
+
+/// What a guest walk found, in the form the shadow fault path needs (KVM's
+/// `struct guest_walker`).
+struct GuestWalk {
+    var levels: Int
+    /// Per level (index = level): the entry's value before the walk and its address.
+    var entries = [UInt64](repeating: 0, count: 6)
+    var addresses = [UInt64](repeating: 0, count: 6)
+    var seen = [Bool](repeating: false, count: 6)
+    var leafLevel = 1
+    var gfn: UInt64 = 0
+    var gpa: UInt64 = 0
+    /// Access of the whole translation (KVM's pte_access), in `Access` bits.
+    var pteAccess: UInt8 = 0
+    var executeDisable = false
+
+    /// The gfn of the guest table at `level` (the one holding level-`level` entries).
+    func tableGFN(level: Int) -> UInt64 { addresses[level] >> 12 }
+
+    /// Access granted by the entries above the table at `level` (KVM's pt_access).
+    func accessAbove(level: Int) -> UInt8 {
+        var access = Access.all
+        for l in stride(from: levels, to: level, by: -1) where seen[l] {
+            access &= Access.of(gpte: entries[l], executeDisableEnabled: executeDisable)
+        }
+        return access
+    }
+}
+
+/// Records what a walk reads while applying its A/D updates to guest memory.
+struct RecordingStore: PagingStructureStore {
+    let memory: GuestMemory
+    let entrySize: Int
+    var walk: GuestWalk
+    var unbacked: UInt64?
+    var flagUpdates = 0
+
+    mutating func loadEntry(at address: UInt64, level: Int) -> UInt64 {
+        guard memory.contains(address, size: entrySize) else {
+            if unbacked == nil { unbacked = address }
+            return 0
+        }
+        let value = memory.load(address, size: entrySize)
+        walk.entries[level] = value
+        walk.addresses[level] = address
+        walk.seen[level] = true
+        return value
+    }
+
+    mutating func setEntryBits(_ bits: UInt64, at address: UInt64, level: Int) {
+        guard memory.contains(address, size: entrySize) else { return }
+        memory.store(address, memory.load(address, size: entrySize) | bits, size: entrySize)
+        flagUpdates += 1
+    }
+}
+
+/// How a shadow page fault ended (KVM's RET_PF_*, plus the guest's own faults).
+enum FaultOutcome {
+    case fixed, spurious, retry
+    case emulate(gpa: UInt64)
+    case inject(AccessResult)
+}
+
+extension ShadowVCPU {
+    // MARK: VCPUBackend: TLB misses
+
+    public func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
+        guard mmu.policy.shadowsGuestTables else { return try translateMissTDP(va, kind, isUser: isUser) }
+        let previous = mmu.actingVCPU
+        mmu.actingVCPU = self
+        defer { mmu.actingVCPU = previous }
+        try enterGuest()
+        for _ in 0..<8 {
+            stats.shadowWalks &+= 1
+            vcpu.counters.walks &+= 1
+            var errorCode = PageFaultCode.accessBits(kind: kind, isUser: isUser, controls: vcpu.controls)
+            if let leaf = shadowLeaf(for: va) {
+                let (sp, index) = leaf
+                let spte = sp.spt[index]
+                var rights = PageRights(rawValue: 0)
+                if spte & SPTE.writable != 0 { rights.insert(.writable) }
+                if spte & SPTE.user != 0 { rights.insert(.user) }
+                if spte & SPTE.executeDisable != 0 { rights.insert(.executeDisable) }
+                if hardwarePermissions.permits(kind, isUser: isUser, rights: rights) {
+                    sp.spt[index] = spte | SPTE.accessed
+                    let size: PageSize = sp.level == 1 ? .size4K : sp.level == 2 ? .size2M : .size1G
+                    let base = (SPTE.target(spte) << 12) & ~size.offsetMask
+                    vcpu.tlb.insert(va, translation: Translation(
+                        physicalAddress: base | (va & size.offsetMask), pageBase: base, pageSize: size,
+                        rights: rights, isGlobal: false, isDirty: rights.contains(.writable),
+                        leafLevel: sp.level, leafEntryAddress: 0), pcid: vcpu.currentPCID, global: false)
+                    return .ok(base | (va & size.offsetMask))
+                }
+                errorCode |= PageFaultCode.present
+            }
+            switch try pageFault(va, kind, isUser: isUser, errorCode: errorCode) {
+            case .fixed, .spurious, .retry:
+                try enterGuest()
+            case .inject(let fault):
+                if fault.outcome == .pageFault { vcpu.counters.countPageFault(fault.errorCode) }
+                try enterGuest()
+                return fault
+            case .emulate(let gpa):
+                guard kind == .write else {
+                    throw .unsupported("the shadow MMU asked to emulate a \(kind) at \(hex(va)); only stores are emulated")
+                }
+                stats.insnEmulation &+= 1
+                var r = AccessResult.ok(gpa)
+                r.needsEmulation = true
+                return r
+            }
+        }
+        throw .unsupported("the shadow MMU made no progress on \(kind) at \(hex(va)) after 8 faults (policy \(mmu.policy.name))")
+    }
+
+    /// The hardware's permission check on sptes: CR0.WP is always 1 under shadow paging
+    /// (KVM emulates WP = 0 in the sptes), NX always on; SMEP/SMAP/AC are the guest's.
+    var hardwarePermissions: PermissionTable {
+        var c = PagingControls(mode: .long4)
+        c.cr0WP = true
+        c.eferNXE = true
+        c.cr4SMEP = vcpu.controls.cr4SMEP
+        c.cr4SMAP = vcpu.controls.cr4SMAP
+        return PermissionTable(controls: c, rflagsAC: vcpu.rflagsAC)
+    }
+
+    /// The hardware walk of the shadow tables: the present leaf spte for `va`, or nil.
+    func shadowLeaf(for va: UInt64) -> (ShadowPage, Int)? {
+        guard var sp = rootPage(root, for: va) else { return nil }
+        while true {
+            let index = ShadowVCPU.shadowIndex(va, level: sp.level)
+            let spte = sp.spt[index]
+            guard SPTE.isPresent(spte) else { return nil }
+            if sp.level == 1 || spte & SPTE.large != 0 { return (sp, index) }
+            guard let c = mmu.child(of: spte, level: sp.level) else { return nil }
+            sp = c
+        }
+    }
+
+    // MARK: The shadow page fault (KVM's FNAME(page_fault))
+
+    func pageFault(_ va: UInt64, _ kind: AccessKind, isUser: Bool, errorCode: UInt32) throws(MachineError) -> FaultOutcome {
+        stats.pfTaken &+= 1
+        stats.exitsPageFault &+= 1
+        let (walkOutcome, walk) = try guestWalk(va, kind, isUser: isUser)
+        switch walkOutcome {
+        case .pageFault(let code, _):
+            stats.pfGuest &+= 1
+            return .inject(.pageFault(code, at: va))
+        case .generalProtection:
+            return .inject(.generalProtection)
+        case .translated:
+            break
+        }
+        let isWrite = kind == .write
+        if isWrite && mmu.isWriteTracked(walk.gfn) {
+            // A store to an upper-level table: always emulated.
+            clearFloodingOnPath(va)
+            stats.pfEmulate &+= 1
+            return .emulate(gpa: walk.gpa)
+        }
+        var access = walk.pteAccess
+        if isWrite && access & Access.write == 0 && !vcpu.controls.cr0WP && !isUser {
+            // CR0.WP = 0: a supervisor write to a read-only page gets a writable,
+            // supervisor-only spte (not executable under SMEP).
+            access |= Access.write
+            access &= ~Access.user
+            if vcpu.controls.cr4SMEP { access &= ~Access.exec }
+        }
+        mmu.underLock()
+        guard mmu.makePagesAvailable() else {
+            throw .unsupported("the shadow-page budget (\(mmu.maxShadowPages) pages) is exhausted and nothing can be recycled")
+        }
+        switch fetch(va, walk: walk, access: access, write: isWrite) {
+        case .fixed:
+            stats.pfFixed &+= 1
+            return .fixed
+        case .spurious:
+            stats.pfSpurious &+= 1
+            return .spurious
+        case .emulate:
+            stats.pfEmulate &+= 1
+            return .emulate(gpa: walk.gpa)
+        case let other:
+            return other
+        }
+    }
+
+    /// The guest's own walk, with A/D set as hardware would, recording the path.
+    func guestWalk(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> (WalkOutcome, GuestWalk) {
+        var store = RecordingStore(memory: vcpu.memory, entrySize: vcpu.mode.entrySize,
+                                   walk: GuestWalk(levels: vcpu.mode.levels))
+        store.walk.executeDisable = vcpu.controls.executeDisableEnabled
+        let root: PagingRoot = vcpu.mode == .pae ? .pdptes(vcpu.pdptes) : .table(guestRootTable)
+        let outcome = PageWalker.walk(va, kind: kind, context: AccessContext(cpl: isUser ? 3 : 0, rflagsAC: vcpu.rflagsAC),
+                                      controls: vcpu.controls,
+                                      permissions: PermissionTable(controls: vcpu.controls, rflagsAC: vcpu.rflagsAC),
+                                      root: root, store: &store)
+        vcpu.counters.adUpdates &+= UInt64(store.flagUpdates)
+        stats.guestWalkLevels &+= UInt64(store.walk.seen.filter { $0 }.count)
+        if let bad = store.unbacked {
+            throw .unbackedMemory(address: bad, capacity: vcpu.memory.capacity,
+                                  what: "guest paging-structure entry read while translating \(hex(va))")
+        }
+        var walk = store.walk
+        if case .translated(let t) = outcome {
+            walk.leafLevel = t.leafLevel
+            walk.gpa = t.physicalAddress
+            walk.gfn = t.physicalAddress >> 12
+            var access: UInt8 = 0
+            if t.rights.contains(.writable) { access |= Access.write }
+            if t.rights.contains(.user) { access |= Access.user }
+            if !t.rights.contains(.executeDisable) { access |= Access.exec }
+            // A clean leaf gets a read-only spte unless this is the write that dirties it.
+            if kind != .write && walk.entries[t.leafLevel] & PTE.dirty == 0 { access &= ~Access.write }
+            walk.pteAccess = access
+        }
+        return (outcome, walk)
+    }
+
+    var guestRootTable: UInt64 {
+        switch vcpu.mode {
+        case .legacy32: vcpu.cr3 & 0xFFFF_F000
+        case .pae: vcpu.cr3 & 0xFFFF_FFE0
+        case .long4, .long5: vcpu.cr3 & vcpu.controls.physicalAddressMask & ~0xFFF
+        }
+    }
+
+    private func clearFloodingOnPath(_ va: UInt64) {
+        guard var sp = rootPage(root, for: va) else { return }
+        while true {
+            sp.writeFloodingCount = 0
+            guard let c = mmu.child(of: sp.spt[ShadowVCPU.shadowIndex(va, level: sp.level)], level: sp.level) else { return }
+            sp = c
+        }
+    }
+
+    // MARK: Building the shadow path (KVM's FNAME(fetch))
+
+    private func childRole(of parent: ShadowPage, index: Int, direct: Bool, access: UInt8) -> PageRole {
+        var role = parent.role
+        role.level -= 1
+        role.access = access
+        role.direct = direct
+        if role.has4ByteGPTE { role.quadrant = index & 1 }
+        return role
+    }
+
+    func fetch(_ va: UInt64, walk: GuestWalk, access: UInt8, write: Bool) -> FaultOutcome {
+        guard var sp = rootPage(root, for: va) else { return .retry }
+        // Guest levels with tables of their own: indirect shadow pages.
+        while sp.level > walk.leafLevel {
+            sp.writeFloodingCount = 0
+            let index = ShadowVCPU.shadowIndex(va, level: sp.level)
+            if let existing = mmu.child(of: sp.spt[index], level: sp.level) {
+                sp = existing
+                continue
+            }
+            let tableLevel = sp.level - 1
+            let role = childRole(of: sp, index: index, direct: false, access: walk.accessAbove(level: tableLevel))
+            let child = mmu.getShadowPage(gfn: walk.tableGFN(level: tableLevel), role: role, vcpu: self)
+            // Sync before link: a non-present → present guest entry needs no flush.
+            if child.unsyncChildren > 0 { mmu.syncChildren(of: child, vcpu: self) }
+            mmu.link(SPTERef(page: sp.id, index: index), to: child)
+            sp = child
+        }
+        sp.writeFloodingCount = 0
+        // A guest large page: a large spte if the host allows it, else direct pages.
+        var goal = 1
+        if walk.leafLevel > 1 {
+            let hostLevel = mmu.configuration.hostPageSize == .size1G ? 3 : mmu.configuration.hostPageSize == .size4K ? 1 : 2
+            goal = min(sp.level, hostLevel)
+            while goal > 1 && !mmu.largeMappingAllowed(gfn: walk.gfn, level: goal) { goal -= 1 }
+        }
+        while sp.level > goal {
+            let index = ShadowVCPU.shadowIndex(va, level: sp.level)
+            if let existing = mmu.child(of: sp.spt[index], level: sp.level) {
+                sp = existing
+                continue
+            }
+            let span = UInt64(1) << UInt64(9 * (sp.level - 1))
+            let role = childRole(of: sp, index: index, direct: true, access: access)
+            let child = mmu.getShadowPage(gfn: walk.gfn & ~(span - 1), role: role, vcpu: self)
+            mmu.link(SPTERef(page: sp.id, index: index), to: child)
+            sp = child
+        }
+        let index = ShadowVCPU.shadowIndex(va, level: sp.level)
+        let span = UInt64(1) << UInt64(9 * (sp.level - 1))
+        let outcome = mmu.setSPTE(sp, index, access: access, gfn: walk.gfn & ~(span - 1), faultingWrite: write, vcpu: self)
+        if case .spurious = outcome { return outcome }
+        prefetch(around: sp, index)
+        return outcome
+    }
+
+    /// KVM's pte_prefetch: up to 8 neighbours of the faulting spte, from guest entries
+    /// that are present and accessed (or, for a direct page, the next frames).
+    private func prefetch(around sp: ShadowPage, _ index: Int) {
+        guard mmu.configuration.prefetch, sp.level == 1 else { return }
+        let first = index & ~7
+        for i in first..<(first + 8) where i != index && !SPTE.isPresent(sp.spt[i]) {
+            if sp.role.direct {
+                _ = mmu.setSPTE(sp, i, access: sp.role.access, gfn: sp.gfn + UInt64(i), faultingWrite: nil, vcpu: self)
+                mmu.stats.sptesPrefetched &+= 1
+                continue
+            }
+            guard let gpte = mmu.readGPTE(sp, i),
+                  gpte & PTE.present != 0, !mmu.gpteHasReservedBits(gpte, vcpu: self), gpte & PTE.accessed != 0
+            else { break }
+            var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: vcpu.controls.executeDisableEnabled)
+            if gpte & PTE.dirty == 0 { access &= ~Access.write }
+            _ = mmu.setSPTE(sp, i, access: access, gfn: mmu.guestFrame(of: gpte, sp: sp), faultingWrite: nil, vcpu: self)
+            mmu.stats.sptesPrefetched &+= 1
+        }
+    }
+}
+
+extension ShadowMMU {
+    /// KVM's `make_spte`: the spte for `access` to `gfn`. Write access to a frame with
+    /// shadow pages is the policy's decision; when refused the spte is read-only and
+    /// `writeProtected` is set.
+    func makeSPTE(sp: ShadowPage, access: UInt8, gfn: UInt64, old: UInt64, prefetch: Bool, synchronizing: Bool,
+                  vcpu: ShadowVCPU?) -> (spte: UInt64, writeProtected: Bool) {
+        var spte = SPTE.present | gfn << 12 | UInt64(access) << SPTE.accessShift
+        if !prefetch || synchronizing { spte |= SPTE.accessed }
+        if access & Access.exec == 0 { spte |= SPTE.executeDisable }
+        if access & Access.user != 0 { spte |= SPTE.user }
+        if sp.level > 1 { spte |= SPTE.large }
+        var writeProtected = false
+        if access & Access.write != 0 {
+            spte |= SPTE.writable
+            let oldIsWritableLeaf = SPTE.isPresent(old) && (sp.level == 1 || old & SPTE.large != 0) && old & SPTE.writable != 0
+            if !oldIsWritableLeaf {
+                let request = WritableMappingRequest(synchronizing: synchronizing, prefetch: prefetch, vcpu: vcpu)
+                if !policy.allowWritableMapping(of: gfn, request, in: self) {
+                    writeProtected = true
+                    spte &= ~SPTE.writable
+                }
+            }
+        }
+        return (spte, writeProtected)
+    }
+
+    /// KVM's `mmu_set_spte`: installs a leaf spte. `faultingWrite` is nil for prefetch.
+    func setSPTE(_ sp: ShadowPage, _ index: Int, access: UInt8, gfn: UInt64, faultingWrite: Bool?,
+                 vcpu: ShadowVCPU) -> FaultOutcome {
+        let ref = SPTERef(page: sp.id, index: index)
+        var flush = false
+        var wasMapped = false
+        let old = sp.spt[index]
+        if SPTE.isPresent(old) {
+            if sp.level > 1 && old & SPTE.large == 0 {
+                // A large leaf replaces a pointer to a page table.
+                if let c = child(of: old, level: sp.level) { unlinkParent(c, ref) }
+                flush = true
+            } else if SPTE.target(old) != gfn {
+                dropSPTE(ref)
+                flush = true
+            } else {
+                wasMapped = true
+            }
+        }
+        let current = sp.spt[index]
+        let (spte, writeProtected) = makeSPTE(sp: sp, access: access, gfn: gfn, old: current,
+                                              prefetch: faultingWrite == nil, synchronizing: false, vcpu: vcpu)
+        var outcome = FaultOutcome.fixed
+        if current == spte {
+            outcome = .spurious
+        } else {
+            if SPTE.isPresent(current) && current & SPTE.writable != 0 && spte & SPTE.writable == 0 { flush = true }
+            sp.spt[index] = spte
+        }
+        if writeProtected && faultingWrite == true { outcome = .emulate(gpa: gfn << 12) }
+        if flush { flushRemoteTLBs() }
+        if !wasMapped { rmapAdd(ref, gfn: gfn, level: sp.level) }
+        return outcome
+    }
+
+    /// KVM's `kvm_mmu_track_write`: a guest store to `gpa` was emulated; every shadow
+    /// page of that frame forgets the entries it covered (or is zapped when the write is
+    /// misaligned or the page is being flooded with writes).
+    func trackWrite(gpa: UInt64, bytes: Int, vcpu: ShadowVCPU) {
+        guard indirectShadowPages > 0 else { return }
+        underLock()
+        var gpa = gpa, bytes = bytes
+        if vcpu.vcpu.mode != .legacy32 && bytes == 4 {
+            gpa &= ~7
+            bytes = 8
+        }
+        var newEntry: UInt64 = 0
+        if (bytes == 4 || bytes == 8) && machine.memory.contains(gpa, size: bytes) {
+            newEntry = machine.memory.load(gpa, size: bytes)
+        }
+        stats.mmuPTEWrite &+= 1
+        var flush = false
+        for sp in shadowPages(of: gpa >> 12) {
+            if isMisaligned(sp, gpa: gpa, bytes: bytes) || isFlooded(sp) {
+                prepareZap(sp)
+                stats.mmuFlooded &+= 1
+                continue
+            }
+            guard let (first, count) = writtenSPTEs(sp, gpa: gpa) else { continue }
+            for i in first..<(first + count) {
+                let spte = sp.spt[i]
+                zapSPTE(sp, i)
+                if newEntry != 0 && sp.level != 1 { stats.mmuPDEZapped &+= 1 }
+                if SPTE.isPresent(spte) { flush = true }
+            }
+        }
+        if !invalidList.isEmpty { commitZaps() } else if flush { flushRemoteTLBs() }
+    }
+
+    private func isMisaligned(_ sp: ShadowPage, gpa: UInt64, bytes: Int) -> Bool {
+        let offset = Int(gpa & 0xFFF)
+        let pteSize = sp.role.has4ByteGPTE ? 4 : 8
+        // A one-byte write at an entry's start (clear_bit on the low byte) is fine.
+        if offset & (pteSize - 1) == 0 && bytes == 1 { return false }
+        return (offset ^ (offset + bytes - 1)) & ~(pteSize - 1) != 0 || bytes < 4
+    }
+
+    /// Flooding: three emulated writes to a non-leaf page since it was last used.
+    private func isFlooded(_ sp: ShadowPage) -> Bool {
+        guard sp.level > 1 || policy.floodsLeafTables else { return false }
+        sp.writeFloodingCount += 1
+        return sp.writeFloodingCount >= 3
+    }
+
+    /// The sptes of `sp` that shadow the guest entry at `gpa` (two for a 32-bit PDE).
+    private func writtenSPTEs(_ sp: ShadowPage, gpa: UInt64) -> (Int, Int)? {
+        var offset = Int(gpa & 0xFFF)
+        var count = 1
+        if sp.role.has4ByteGPTE {
+            offset <<= 1
+            if sp.level == 2 {
+                offset &= ~7
+                offset <<= 1
+                count = 2
+            }
+            let quadrant = offset >> 12
+            offset &= 0xFFF
+            if quadrant != sp.role.quadrant { return nil }
+        }
+        return (offset / 8, count)
+    }
+}

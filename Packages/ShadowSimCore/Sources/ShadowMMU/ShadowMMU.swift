@@ -1,0 +1,470 @@
+import X86
+
+/// Settings of one VM's shadow MMU.
+public struct ShadowMMUConfiguration: Sendable {
+    /// Shadow pages the VM may hold; nil means KVM's default (20 per mille of guest
+    /// pages, at least 64).
+    public var maxShadowPages: Int?
+    /// Fill up to 8 neighbouring sptes on a fault, as KVM does.
+    public var prefetch = true
+    /// The largest page the host backs guest memory with (4 KiB: guest large pages get
+    /// direct shadow pages of 4 KiB sptes).
+    public var hostPageSize: PageSize = .size4K
+    /// Whether vCPUs other than the one acting count as running (so a remote flush must
+    /// interrupt them) rather than halted.
+    public var otherVCPUsRunning = true
+    public var costs = CostModel()
+
+    public init() {}
+}
+
+/// One VM's shadow MMU: the shadow pages and every mechanism that keeps them in sync
+/// with the guest's tables. The attached `SyncPolicy` decides when each is used.
+///
+/// Invariants (checked by `verify`): a valid indirect page is in `hash` under its gfn
+/// and `(gfn, role)` is unique among valid pages; every present leaf spte is in `rmap`
+/// under the gfn it maps and nothing else is; `stats.mmuUnsync` counts unsync pages;
+/// a page with `rootCount > 0` is never freed.
+public final class ShadowMMU {
+    public let machine: Machine
+    public let policy: any SyncPolicy
+    public let configuration: ShadowMMUConfiguration
+    public internal(set) var stats = MMUStats()
+    /// Per-vCPU state, in vCPU order.
+    public internal(set) var vcpus: [ShadowVCPU] = []
+    /// Other MMUs that share a host-wide lock with this one (set by the host).
+    public var hostPeers: () -> [ShadowMMU] = { [] }
+
+    var pages: [ShadowPage?] = []
+    var freeIDs: [Int32] = []
+    var serial: UInt64 = 0
+    var hash: [UInt64: [Int32]] = [:]
+    var rmap: [UInt64: [SPTERef]] = [:]
+    /// Gfns of upper-level shadow pages (KVM's write tracking): never writable.
+    var writeTracked: [UInt64: Int] = [:]
+    /// Shadowed gfns per 2 MiB and 1 GiB region: no large spte may cover them.
+    var disallowLarge: [UInt64: Int] = [:]
+    var indirectShadowPages = 0
+    /// Creation order of pages (oldest first), with holes for freed pages.
+    var activeOrder: [Int32] = []
+    var activeHoles = 0
+    /// Zapped pages awaiting one flush and their release (KVM's invalid_list).
+    var invalidList: [Int32] = []
+    public let maxShadowPages: Int
+    /// The vCPU whose exit is being handled (nil for host-initiated work).
+    var actingVCPU: ShadowVCPU?
+    /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
+    var tdpMapped = Set<UInt64>()
+
+    public init(machine: Machine, policy: any SyncPolicy, configuration: ShadowMMUConfiguration = .init()) {
+        self.machine = machine
+        self.policy = policy
+        self.configuration = configuration
+        let guestPages = Int(machine.memory.capacity >> 12)
+        maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
+        vcpus = machine.vcpus.map { ShadowVCPU(mmu: self, vcpu: $0) }
+        policy.attach(to: self)
+        for v in vcpus { v.vcpu.backend = v }
+    }
+
+    public var mode: PagingMode { machine.mode }
+    public var usedShadowPages: Int { Int(stats.shadowPages) }
+
+    public func page(_ id: Int32) -> ShadowPage? {
+        id >= 0 && Int(id) < pages.count ? pages[Int(id)] : nil
+    }
+
+    /// Valid pages that shadow guest table `gfn` (KVM's for_each_gfn_valid_sp_with_gptes).
+    public func shadowPages(of gfn: UInt64) -> [ShadowPage] {
+        (hash[gfn] ?? []).compactMap { page($0) }.filter { !$0.role.invalid && $0.hasGPTEs }
+    }
+
+    /// Whether `gfn` is shadowed at an upper level (and so must stay read-only).
+    public func isWriteTracked(_ gfn: UInt64) -> Bool { (writeTracked[gfn] ?? 0) > 0 }
+
+    /// Every live shadow page, oldest first.
+    public var allPages: [ShadowPage] { activeOrder.compactMap { $0 >= 0 ? page($0) : nil } }
+
+    // MARK: Locks
+
+    /// Records one acquisition of the policy's lock and the work done under it.
+    func underLock(work: UInt64 = 0, othersWork: UInt64 = 0) {
+        chargeLock(work: work, othersWork: othersWork)
+    }
+
+    /// Records a lock acquisition for work a policy does itself (`listEntries`: unsync-
+    /// list entries walked, for the cost model).
+    public func chargeLock(work: UInt64, othersWork: UInt64 = 0, listEntries: UInt64 = 0) {
+        stats.lockAcquisitions &+= 1
+        stats.lockWork &+= work
+        stats.lockWorkForOtherVMs &+= othersWork
+        stats.listEntriesWalked &+= listEntries
+    }
+
+    // MARK: Lookup and allocation (kvm_mmu_get_shadow_page)
+
+    /// The shadow page for `(gfn, role)`, creating it on a miss. Finding an unsync page
+    /// syncs it in place (it stays unsync); an upper-level request zaps unsync pages of
+    /// the gfn under other roles, as KVM does.
+    func getShadowPage(gfn: UInt64, role: PageRole, vcpu: ShadowVCPU?) -> ShadowPage {
+        var found: ShadowPage?
+        for id in hash[gfn] ?? [] {
+            guard let sp = page(id), !sp.role.invalid else { continue }
+            if sp.role != role {
+                if role.level > 1 && sp.unsync { prepareZap(sp) }
+                continue
+            }
+            if !sp.role.direct && sp.unsync, let vcpu {
+                let result = syncPage(sp, vcpu: vcpu)
+                if result < 0 { break }       // zapped: build it again
+                if result > 0 { flushRemoteTLBs() }
+            }
+            sp.writeFloodingCount = 0
+            found = sp
+            break
+        }
+        commitZaps()
+        if let found { return found }
+        stats.mmuCacheMiss &+= 1
+        return allocate(gfn: gfn, role: role)
+    }
+
+    private func allocate(gfn: UInt64, role: PageRole) -> ShadowPage {
+        let id: Int32
+        if let reused = freeIDs.popLast() { id = reused } else { id = Int32(pages.count); pages.append(nil) }
+        serial &+= 1
+        let sp = ShadowPage(id: id, gfn: gfn, role: role, serial: serial)
+        pages[Int(id)] = sp
+        hash[gfn, default: []].insert(id, at: 0)
+        activeOrder.append(id)
+        stats.shadowPages &+= 1
+        if sp.hasGPTEs { accountShadowed(sp) }
+        return sp
+    }
+
+    /// A guest table is now shadowed: upper levels become write-tracked; every level
+    /// forbids large sptes over it and write-protects its existing mappings.
+    private func accountShadowed(_ sp: ShadowPage) {
+        indirectShadowPages += 1
+        if sp.level > 1 { writeTracked[sp.gfn, default: 0] += 1 }
+        disallowLarge[sp.gfn >> 9 | 1 << 62, default: 0] += 1
+        disallowLarge[sp.gfn >> 18 | 1 << 63, default: 0] += 1
+        if writeProtect(gfn: sp.gfn) { flushRemoteTLBs() }
+    }
+
+    private func unaccountShadowed(_ sp: ShadowPage) {
+        indirectShadowPages -= 1
+        if sp.level > 1 { decrement(&writeTracked, sp.gfn) }
+        decrement(&disallowLarge, sp.gfn >> 9 | 1 << 62)
+        decrement(&disallowLarge, sp.gfn >> 18 | 1 << 63)
+    }
+
+    private func decrement(_ table: inout [UInt64: Int], _ key: UInt64) {
+        guard let n = table[key] else { return }
+        if n <= 1 { table[key] = nil } else { table[key] = n - 1 }
+    }
+
+    /// Whether a large spte at `level` may map the range containing `gfn`.
+    func largeMappingAllowed(gfn: UInt64, level: Int) -> Bool {
+        switch level {
+        case 2: return disallowLarge[gfn >> 9 | 1 << 62] == nil
+        case 3: return disallowLarge[gfn >> 18 | 1 << 63] == nil
+        default: return true
+        }
+    }
+
+    // MARK: Reverse maps
+
+    func rmapAdd(_ ref: SPTERef, gfn: UInt64, level: Int) {
+        rmap[gfn, default: []].append(ref)
+        adjustPageCount(level: level, by: 1)
+        if rmap[gfn]!.count > 1000 {
+            // KVM's RMAP_RECYCLE_THRESHOLD: too many mappings of one frame; drop them all.
+            for r in rmap[gfn] ?? [] { dropSPTE(r) }
+            flushRemoteTLBs()
+        }
+    }
+
+    private func rmapRemove(_ ref: SPTERef, gfn: UInt64, level: Int) {
+        guard var list = rmap[gfn], let i = list.firstIndex(of: ref) else { return }
+        list.remove(at: i)
+        rmap[gfn] = list.isEmpty ? nil : list
+        adjustPageCount(level: level, by: -1)
+    }
+
+    private func adjustPageCount(level: Int, by delta: Int64) {
+        switch level {
+        case 1: stats.pages4K = UInt64(Int64(stats.pages4K) + delta)
+        case 2: stats.pages2M = UInt64(Int64(stats.pages2M) + delta)
+        default: stats.pages1G = UInt64(Int64(stats.pages1G) + delta)
+        }
+    }
+
+    /// Clears a present leaf spte and its rmap entry.
+    func dropSPTE(_ ref: SPTERef) {
+        guard let sp = page(ref.page) else { return }
+        let spte = sp.spt[Int(ref.index)]
+        guard SPTE.isPresent(spte) else { return }
+        sp.spt[Int(ref.index)] = 0
+        rmapRemove(ref, gfn: SPTE.target(spte), level: sp.level)
+    }
+
+    /// Makes every writable leaf spte that maps `gfn` read-only. True if any was writable.
+    @discardableResult
+    public func writeProtect(gfn: UInt64) -> Bool {
+        var changed = false
+        for ref in rmap[gfn] ?? [] {
+            guard let sp = page(ref.page) else { continue }
+            let spte = sp.spt[Int(ref.index)]
+            if spte & SPTE.writable != 0 {
+                sp.spt[Int(ref.index)] = spte & ~SPTE.writable
+                stats.writeProtections &+= 1
+                changed = true
+            }
+        }
+        return changed
+    }
+
+    // MARK: Unsync marking
+
+    /// KVM's `kvm_unsync_page`: the page may now go stale; its parents learn of it.
+    public func markUnsync(_ sp: ShadowPage) {
+        precondition(sp.level == 1 && !sp.role.direct, "only indirect leaf pages may go unsync")
+        guard !sp.unsync else { return }
+        sp.unsync = true
+        stats.mmuUnsync &+= 1
+        markParentsUnsync(sp)
+        policy.didUnsync(sp, in: self)
+    }
+
+    /// KVM's unsync rule (`mmu_try_to_unsync_pages`): a frame shadowed at an upper level
+    /// stays read-only; a sync or a prefetch never unsyncs; otherwise every leaf shadow
+    /// of the frame is marked unsync and the mapping may be writable.
+    public func unsyncLeafShadows(of gfn: UInt64, _ request: WritableMappingRequest) -> Bool {
+        if isWriteTracked(gfn) { return false }
+        for page in shadowPages(of: gfn) {
+            if request.synchronizing { return false }
+            if page.unsync { continue }
+            if request.prefetch { return false }
+            markUnsync(page)
+        }
+        return true
+    }
+
+    /// Clears `unsync` on a page that has just been brought up to date, and its bit in
+    /// every parent.
+    public func markSynced(_ sp: ShadowPage) {
+        unlinkUnsync(sp)
+        clearParents(of: sp)
+    }
+
+    /// Re-derives one spte from its guest entry (`sync_spte`); a page that cannot be
+    /// synced any more loses the spte. True when a TLB flush is needed.
+    public func resyncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU) -> Bool {
+        let r = syncSPTE(sp, index, vcpu: vcpu)
+        if r < 0 { zapSPTE(sp, index) }
+        return r != 0
+    }
+
+    /// Reads the guest entry spte `index` of `sp` shadows (nil outside guest memory).
+    public func guestEntry(_ sp: ShadowPage, _ index: Int) -> UInt64? { readGPTE(sp, index) }
+
+    /// Clears one spte (KVM's `mmu_page_zap_pte`).
+    public func clearSPTE(_ sp: ShadowPage, _ index: Int) { zapSPTE(sp, index) }
+
+    /// Sets the page's bit in each parent's bitmap, walking up while a parent's
+    /// `unsyncChildren` goes from 0 to 1.
+    func markParentsUnsync(_ sp: ShadowPage) {
+        for ref in sp.parents { markUnsync(ref) }
+    }
+
+    func markUnsync(_ parentRef: SPTERef) {
+        guard let parent = page(parentRef.page) else { return }
+        if parent.testAndSetUnsyncBit(Int(parentRef.index)) { return }
+        parent.unsyncChildren += 1
+        if parent.unsyncChildren > 1 { return }
+        markParentsUnsync(parent)
+    }
+
+    /// Clears `unsync` (the page is about to be synced or zapped).
+    func unlinkUnsync(_ sp: ShadowPage) {
+        guard sp.unsync else { return }
+        policy.willLeaveUnsync(sp, in: self)
+        sp.unsync = false
+        stats.mmuUnsync &-= 1
+    }
+
+    // MARK: Linking
+
+    /// Points non-leaf spte `ref` at `child`; propagates the child's unsync state.
+    func link(_ ref: SPTERef, to child: ShadowPage) {
+        guard let parent = page(ref.page) else { return }
+        let old = parent.spt[Int(ref.index)]
+        if SPTE.isPresent(old) {
+            // Only a large leaf can be here: drop it first.
+            dropSPTE(ref)
+            flushRemoteTLBs()
+        }
+        parent.spt[Int(ref.index)] = UInt64(child.id) << 12 | SPTE.present | SPTE.writable | SPTE.user | SPTE.accessed
+        child.parents.append(ref)
+        if child.unsyncChildren > 0 || child.unsync { markUnsync(ref) }
+    }
+
+    /// The child page a present non-leaf spte points to.
+    func child(of spte: UInt64, level: Int) -> ShadowPage? {
+        guard SPTE.isPresent(spte), level > 1, spte & SPTE.large == 0 else { return nil }
+        return page(Int32(SPTE.target(spte)))
+    }
+
+    func unlinkParent(_ child: ShadowPage, _ ref: SPTERef) {
+        if let i = child.parents.firstIndex(of: ref) { child.parents.remove(at: i) }
+        page(ref.page)?.spt[Int(ref.index)] = 0
+    }
+
+    /// KVM's `mmu_page_zap_pte`: clears one spte, unlinking a child page.
+    func zapSPTE(_ sp: ShadowPage, _ index: Int) {
+        let spte = sp.spt[index]
+        guard SPTE.isPresent(spte) else { return }
+        if sp.level == 1 || spte & SPTE.large != 0 {
+            dropSPTE(SPTERef(page: sp.id, index: index))
+        } else if let c = child(of: spte, level: sp.level) {
+            unlinkParent(c, SPTERef(page: sp.id, index: index))
+        }
+    }
+
+    // MARK: Zapping (kvm_mmu_prepare_zap_page / kvm_mmu_commit_zap_page)
+
+    /// Unlinks `sp` from parents and children and marks it invalid; it is freed (and
+    /// every vCPU flushed, once) by `commitZaps`, or when its last root reference goes.
+    @discardableResult
+    public func prepareZap(_ sp: ShadowPage) -> Int {
+        guard pages[Int(sp.id)] === sp else { return 0 }
+        stats.mmuShadowZapped &+= 1
+        var zapped = 0
+        if sp.level > 1 { zapped += zapUnsyncChildren(sp) }
+        for i in 0..<512 where SPTE.isPresent(sp.spt[i]) {
+            zapSPTE(sp, i)
+            stats.sptesZapped &+= 1
+        }
+        for ref in sp.parents { page(ref.page)?.spt[Int(ref.index)] = 0 }
+        sp.parents.removeAll()
+        if !sp.role.invalid && sp.hasGPTEs { unaccountShadowed(sp) }
+        if sp.unsync { unlinkUnsync(sp) }
+        if sp.onActiveList { removeFromActive(sp) }
+        if sp.rootCount == 0 {
+            zapped += 1
+            if !sp.role.invalid || !invalidList.contains(sp.id) { invalidList.append(sp.id) }
+        }
+        let wasRoot = sp.rootCount > 0 && !sp.role.invalid
+        sp.role.invalid = true
+        if wasRoot { for v in vcpus { v.request(.freeObsoleteRoots) } }
+        return zapped
+    }
+
+    /// Zaps the unsync pages below `parent` (found through the bitmaps).
+    private func zapUnsyncChildren(_ parent: ShadowPage) -> Int {
+        var zapped = 0
+        while true {
+            let batch = collectUnsync(below: parent)
+            if batch.isEmpty { break }
+            for sp in batch {
+                prepareZap(sp)
+                zapped += 1
+            }
+        }
+        return zapped
+    }
+
+    /// Frees every page zapped since the last commit, after one remote flush.
+    public func commitZaps() {
+        guard !invalidList.isEmpty else { return }
+        flushRemoteTLBs()
+        for id in invalidList {
+            guard let sp = page(id), sp.rootCount == 0 else { continue }
+            free(sp)
+        }
+        invalidList.removeAll()
+    }
+
+    func free(_ sp: ShadowPage) {
+        if var list = hash[sp.gfn] {
+            list.removeAll { $0 == sp.id }
+            hash[sp.gfn] = list.isEmpty ? nil : list
+        }
+        pages[Int(sp.id)] = nil
+        freeIDs.append(sp.id)
+        stats.shadowPages &-= 1
+    }
+
+    private func removeFromActive(_ sp: ShadowPage) {
+        sp.onActiveList = false
+        activeHoles += 1
+        if activeHoles > 64 && activeHoles * 2 > activeOrder.count {
+            activeOrder.removeAll { id in page(id).map { !$0.onActiveList } ?? true }
+            activeHoles = 0
+        }
+    }
+
+    /// KVM's `make_mmu_pages_available`: below 5 free pages, recycle the oldest down to
+    /// 25 free. False when nothing could be freed.
+    func makePagesAvailable() -> Bool {
+        let available = maxShadowPages - usedShadowPages
+        guard available < 5 else { return true }
+        let target = 25 - available
+        var zapped = 0
+        for id in activeOrder where id >= 0 {
+            guard let sp = page(id), sp.onActiveList, sp.rootCount == 0 else { continue }
+            zapped += prepareZap(sp)
+            if zapped >= target { break }
+        }
+        commitZaps()
+        stats.mmuRecycled &+= UInt64(zapped)
+        return maxShadowPages > usedShadowPages
+    }
+
+    /// Zaps every shadow page of `gfn` so guest stores to it run natively
+    /// (KVM's `kvm_mmu_unprotect_page`).
+    public func unprotect(gfn: UInt64) {
+        for sp in shadowPages(of: gfn) { prepareZap(sp) }
+        commitZaps()
+    }
+
+    // MARK: Cost
+
+    /// Estimated cycles of each vCPU (its exits, walks, emulation and flushes) and of the
+    /// VM-wide MMU work (syncs, allocation, zaps, write protection, IPIs, list walks),
+    /// from the counters and `configuration.costs`.
+    public func estimatedCycles() -> (vm: Double, perVCPU: [Double]) {
+        let c = configuration.costs
+        let levels = Double(max(machine.mode.levels, 2))
+        let perVCPU = vcpus.map { v -> Double in
+            let s = v.stats
+            var cycles = Double(s.exits) * c.exit + Double(s.guestWalkLevels) * c.guestWalkLevel
+            cycles += Double(s.insnEmulation) * c.emulation + Double(s.tlbFlush) * c.localFlush
+            cycles += Double(s.shadowWalks) * levels * c.hardwareWalkLevel
+            cycles += Double(s.tdpWalks) * c.tdpWalk + Double(s.eptViolations) * c.eptViolation
+            return cycles
+        }
+        var shared = Double(stats.sptesResynced) * c.syncEntry + Double(stats.mmuCacheMiss) * c.allocShadowPage
+        shared += Double(stats.sptesZapped) * c.zapEntry + Double(stats.writeProtections) * c.writeProtectEntry
+        shared += Double(stats.remoteFlushTargets) * c.remoteFlushTarget + Double(stats.listEntriesWalked) * c.listEntry
+        return (perVCPU.reduce(0, +) + shared, perVCPU)
+    }
+
+    // MARK: Flushes
+
+    /// Asks every vCPU to flush its TLB before it runs again (KVM's
+    /// `kvm_flush_remote_tlbs`). Other running vCPUs cost an IPI each.
+    public func flushRemoteTLBs(from initiator: ShadowVCPU? = nil) {
+        stats.remoteTLBFlushRequests &+= 1
+        var targets: UInt64 = 0
+        for v in vcpus {
+            v.request(.flushAll)
+            if configuration.otherVCPUsRunning && v !== (initiator ?? actingVCPU) { targets += 1 }
+        }
+        if targets > 0 {
+            stats.remoteTLBFlush &+= 1
+            stats.remoteFlushTargets &+= targets
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import X86
+
+/// Access bits a shadow page or spte carries (KVM's ACC_*).
+public enum Access {
+    public static let exec: UInt8 = 1
+    public static let write: UInt8 = 2
+    public static let user: UInt8 = 4
+    public static let all: UInt8 = 7
+
+    /// The access one guest entry grants: R/W, U/S, and execute unless XD applies.
+    @inlinable public static func of(gpte: UInt64, executeDisableEnabled: Bool) -> UInt8 {
+        var a = exec
+        if gpte & PTE.writable != 0 { a |= write }
+        if gpte & PTE.user != 0 { a |= user }
+        if executeDisableEnabled && gpte & PTE.executeDisable != 0 { a &= ~exec }
+        return a
+    }
+}
+
+/// The key of a shadow page besides its gfn (KVM's `kvm_mmu_page_role`): pages for the
+/// same guest table differ when they are used at another level, reached with other
+/// inherited access, cover another quadrant of a 32-bit table, or were built under
+/// other paging-mode bits.
+public struct PageRole: Hashable, Sendable, CustomStringConvertible {
+    public var word: UInt32
+
+    public init(word: UInt32 = 0) { self.word = word }
+
+    private func field(_ shift: UInt32, _ width: UInt32) -> UInt32 { (word >> shift) & ((1 << width) - 1) }
+    private mutating func set(_ shift: UInt32, _ width: UInt32, _ value: UInt32) {
+        let mask: UInt32 = ((1 << width) - 1) << shift
+        word = (word & ~mask) | ((value << shift) & mask)
+    }
+
+    /// 1 = page table … 5 = PML5.
+    public var level: Int { get { Int(field(0, 4)) } set { set(0, 4, UInt32(newValue)) } }
+    /// The guest uses 32-bit paging: 1024-entry tables shadowed by 512-entry pages.
+    public var has4ByteGPTE: Bool { get { field(4, 1) != 0 } set { set(4, 1, newValue ? 1 : 0) } }
+    /// Which half (page tables) or quarter (page directories) of a 32-bit table.
+    public var quadrant: Int { get { Int(field(5, 2)) } set { set(5, 2, UInt32(newValue)) } }
+    /// Maps a linear gfn range (a guest large page) rather than shadowing a guest table.
+    public var direct: Bool { get { field(7, 1) != 0 } set { set(7, 1, newValue ? 1 : 0) } }
+    /// Access inherited from the guest entries above.
+    public var access: UInt8 { get { UInt8(field(8, 3)) } set { set(8, 3, UInt32(newValue)) } }
+    /// Zapped while still a root.
+    public var invalid: Bool { get { field(11, 1) != 0 } set { set(11, 1, newValue ? 1 : 0) } }
+    public var eferNX: Bool { get { field(12, 1) != 0 } set { set(12, 1, newValue ? 1 : 0) } }
+    public var cr0WP: Bool { get { field(13, 1) != 0 } set { set(13, 1, newValue ? 1 : 0) } }
+    public var smepAndNotWP: Bool { get { field(14, 1) != 0 } set { set(14, 1, newValue ? 1 : 0) } }
+    public var smapAndNotWP: Bool { get { field(15, 1) != 0 } set { set(15, 1, newValue ? 1 : 0) } }
+
+    /// Bits that must match for a page to be synced in the current context (everything
+    /// but level, access, quadrant).
+    public static let syncIgnored: UInt32 = 0xF | (0x3 << 5) | (0x7 << 8)
+
+    public var description: String {
+        var parts = ["L\(level)"]
+        if direct { parts.append("direct") }
+        if has4ByteGPTE { parts.append("q\(quadrant)") }
+        parts.append("acc\(access)")
+        if !cr0WP { parts.append("!wp") }
+        if invalid { parts.append("invalid") }
+        return parts.joined(separator: " ")
+    }
+}
+
+/// Shadow page-table entries (our own encoding, in the x86 layout where it matters):
+/// a leaf maps a guest frame (host frame = guest frame here); a non-leaf points to a
+/// child shadow page by id. Non-leaf entries grant everything: the leaf decides.
+public enum SPTE {
+    public static let present: UInt64 = 1 << 0
+    public static let writable: UInt64 = 1 << 1
+    public static let user: UInt64 = 1 << 2
+    public static let accessed: UInt64 = 1 << 5
+    public static let large: UInt64 = 1 << 7
+    public static let executeDisable: UInt64 = 1 << 63
+    /// Bits 54:52 hold the access the entry was built with (KVM's shadowed_translation).
+    static let accessShift: UInt64 = 52
+    static let targetMask: UInt64 = PTE.bits(51, 12)
+
+    @inlinable public static func target(_ spte: UInt64) -> UInt64 { (spte & PTE.bits(51, 12)) >> 12 }
+    @inlinable public static func isPresent(_ spte: UInt64) -> Bool { spte & present != 0 }
+    static func access(_ spte: UInt64) -> UInt8 { UInt8((spte >> accessShift) & 7) }
+}
+
+/// A reference to one spte: shadow page id and index.
+public struct SPTERef: Hashable, Sendable {
+    public var page: Int32
+    public var index: Int16
+    public init(page: Int32, index: Int) {
+        self.page = page
+        self.index = Int16(index)
+    }
+}
+
+/// One shadow page: 512 sptes and the bookkeeping that keeps them in sync.
+///
+/// Invariants (checked by `ShadowMMU.verify`): `unsyncChildren` is the number of set bits
+/// of `unsyncChildBitmap`; only indirect level-1 pages are ever `unsync`; `parents`
+/// lists exactly the non-leaf sptes that point here.
+public final class ShadowPage {
+    public let id: Int32
+    public let gfn: UInt64
+    public internal(set) var role: PageRole
+    var spt: [UInt64]
+    public internal(set) var parents: [SPTERef] = []
+    public internal(set) var unsync = false
+    public internal(set) var unsyncChildren = 0
+    var unsyncChildBitmap = [UInt64](repeating: 0, count: 8)
+    public internal(set) var rootCount = 0
+    var writeFloodingCount = 0
+    /// Creation order, for recycling the oldest first.
+    let serial: UInt64
+    var onActiveList = true
+    /// Set by a policy that keeps its own index of unsync pages.
+    public var policyMark: Int = -1
+
+    init(id: Int32, gfn: UInt64, role: PageRole, serial: UInt64) {
+        self.id = id
+        self.gfn = gfn
+        self.role = role
+        self.serial = serial
+        spt = [UInt64](repeating: 0, count: 512)
+    }
+
+    /// Shadows a guest table (not a direct page).
+    public var hasGPTEs: Bool { !role.direct }
+    public var level: Int { role.level }
+
+    public func spte(_ index: Int) -> UInt64 { spt[index] }
+
+    func testAndSetUnsyncBit(_ index: Int) -> Bool {
+        let word = index >> 6, bit = UInt64(1) << UInt64(index & 63)
+        let was = unsyncChildBitmap[word] & bit != 0
+        unsyncChildBitmap[word] |= bit
+        return was
+    }
+
+    func clearUnsyncBit(_ index: Int) {
+        unsyncChildBitmap[index >> 6] &= ~(UInt64(1) << UInt64(index & 63))
+    }
+
+    func unsyncBit(_ index: Int) -> Bool {
+        unsyncChildBitmap[index >> 6] & (UInt64(1) << UInt64(index & 63)) != 0
+    }
+
+    var unsyncBitCount: Int { unsyncChildBitmap.reduce(0) { $0 + $1.nonzeroBitCount } }
+}

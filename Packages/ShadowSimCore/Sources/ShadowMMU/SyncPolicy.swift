@@ -1,0 +1,105 @@
+import X86
+
+/// What a policy serialises on: the VM's own MMU lock, or one lock for the whole host.
+public enum LockDomain: String, Sendable {
+    case vmLock = "vm"
+    case hostLock = "host"
+}
+
+/// Why the engine wants to give a leaf spte write access to a frame that may be a
+/// shadowed guest page table (KVM's `mmu_try_to_unsync_pages` arguments).
+public struct WritableMappingRequest {
+    /// The spte is being rebuilt while syncing a shadow page (KVM never unsyncs then).
+    public var synchronizing: Bool
+    /// The spte is speculative (prefetch), not the one the guest faulted on.
+    public var prefetch: Bool
+    /// The vCPU whose fault or sync asks (nil for host-initiated work).
+    public var vcpu: ShadowVCPU?
+}
+
+/// A sync policy: the decisions a shadow MMU takes at each event, over the engine's
+/// mechanisms. The engine calls these hooks where KVM's own code makes the decision.
+///
+/// A policy is one object per VM. Built-in policies are linked into the host; any
+/// policy can also be a `.so` (see `PluginABI`).
+public protocol SyncPolicy: AnyObject {
+    /// The name `--policy` and `shadowsim.vm{ policy = … }` use.
+    var name: String { get }
+    /// One line for `shadowsim policies`.
+    var summary: String { get }
+    /// The lock this policy's MMU work holds.
+    var lockDomain: LockDomain { get }
+    /// False for nested paging: the engine then builds no shadow pages at all.
+    var shadowsGuestTables: Bool { get }
+
+    /// Called once, when the policy is attached to a VM's MMU.
+    func attach(to mmu: ShadowMMU)
+
+    /// A leaf spte with write access is about to map `gfn`. Return true to allow it
+    /// (after marking whatever shadow pages of `gfn` unsync), false to keep the mapping
+    /// read-only so guest stores to `gfn` exit and are emulated.
+    func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool
+
+    /// MOV to CR3 executed on `vcpu` (the architectural checks passed).
+    func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool)
+
+    /// The vCPU is about to enter the guest with roots just built (KVM's `kvm_mmu_load`),
+    /// or a sync of the current roots was requested (`KVM_REQ_MMU_SYNC`).
+    func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool)
+
+    /// INVLPG of `va`, or INVPCID of one address (`roots` says which roots it covers).
+    func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection)
+
+    /// INVPCID single context for `pcid`.
+    func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16)
+
+    /// A flush of everything the guest may have cached: toggling CR4.PGE, clearing
+    /// CR4.PCIDE, INVPCID all-context (KVM_REQ_TLB_FLUSH_GUEST).
+    func guestTLBFlush(_ vcpu: ShadowVCPU)
+
+    /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
+    var floodsLeafTables: Bool { get }
+
+    /// Bookkeeping notifications, for policies that keep their own index.
+    func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
+    func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
+}
+
+extension SyncPolicy {
+    /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
+    public var floodsLeafTables: Bool { false }
+    public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
+    public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
+}
+
+/// Which roots of a vCPU an invalidation covers.
+public struct RootSelection: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    public static let current = RootSelection(rawValue: 1)
+    public static let previous0 = RootSelection(rawValue: 2)
+    public static let previous1 = RootSelection(rawValue: 4)
+    public static let previous2 = RootSelection(rawValue: 8)
+    public static let all: RootSelection = [.current, .previous0, .previous1, .previous2]
+    public static func previous(_ i: Int) -> RootSelection { RootSelection(rawValue: 2 << i) }
+}
+
+// MARK: Plugins
+
+/// The C entry points of a policy plugin. One versioned surface: the host checks
+/// `shadowsim_policy_abi` before calling `shadowsim_policy_create`.
+public enum PluginABI {
+    /// Bumped whenever a type a plugin shares with the host changes.
+    @inlinable public static var version: Int32 { 1 }
+    public static let abiSymbol = "shadowsim_policy_abi"
+    public static let createSymbol = "shadowsim_policy_create"
+    /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.
+    public typealias ABIFunction = @convention(c) () -> Int32
+    /// `void *shadowsim_policy_create(void)`: a +1 retained `SyncPolicy` object, or NULL.
+    public typealias CreateFunction = @convention(c) () -> UnsafeMutableRawPointer?
+
+    /// What a plugin's `shadowsim_policy_create` returns for a new policy object.
+    public static func export(_ policy: any SyncPolicy) -> UnsafeMutableRawPointer {
+        Unmanaged.passRetained(policy as AnyObject).toOpaque()
+    }
+}

@@ -1,0 +1,65 @@
+import ShadowMMU
+import X86
+
+/// The April 2010 patch as posted: every unsync page of every VM on one host-wide
+/// list under one host-wide lock; every root load (a CR3 switch, which frees the
+/// roots as 2010 KVM did, or a flushing reload) syncs every unsync page of the VM on
+/// the list whether the new root reaches it or not, walking past other VMs' entries,
+/// then does one remote and one local flush. INVLPG resyncs one entry of the current
+/// root, as 2010 KVM did.
+public final class GlobalList: SyncPolicy {
+    public let name = "global-list"
+    public let summary = "2010 patch: one host-wide unsync list and lock; every root load syncs all the VM's unsync pages"
+    public let lockDomain = LockDomain.hostLock
+    public let shadowsGuestTables = true
+
+    /// The list every VM of this process shares.
+    nonisolated(unsafe) static let hostList = UnsyncList()
+    private unowned(unsafe) var mmu: ShadowMMU?
+
+    public init() {}
+    deinit { if let mmu { GlobalList.hostList.removeAll(of: mmu) } }
+
+    public func attach(to mmu: ShadowMMU) { self.mmu = mmu }
+
+    /// As KVM: leaf pages unsync unless some shadow of the frame is an upper level.
+    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
+        mmu.unsyncLeafShadows(of: gfn, request)   // as KVM
+    }
+
+    public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
+        mmu.chargeLock(work: 1)
+        GlobalList.hostList.append(page, of: mmu)
+    }
+
+    public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
+        GlobalList.hostList.remove(page)
+    }
+
+    /// A new CR3 frees the roots (rebuilt, and so synced, on entry); a flushing reload
+    /// of the same CR3 syncs too.
+    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        if vcpu.vcpu.cr3 != previousCR3 || pdptesChanged {
+            vcpu.freeRoots(.all)
+        } else if !noFlush {
+            vcpu.request(.syncRoots)
+        }
+    }
+
+    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
+        GlobalList.hostList.syncEveryPage(of: vcpu)
+    }
+
+    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
+        vcpu.flushHardwareAddress(va)
+        vcpu.resyncEntry(va, roots: .current)
+    }
+
+    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {
+        vcpu.request(.syncRoots)
+    }
+
+    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        GlobalList.hostList.syncEveryPage(of: vcpu)
+    }
+}

@@ -1,0 +1,22 @@
+import ShadowMMU
+import X86
+
+/// Nested paging (EPT/NPT): no shadow pages. The guest edits its tables, loads CR3
+/// and runs INVLPG without exits; a TLB miss costs a two-dimensional walk, and the
+/// first touch of each guest frame costs an EPT violation.
+public final class TDP: SyncPolicy {
+    public let name = "tdp"
+    public let summary = "nested paging baseline: no shadowing; 2-D walks on TLB misses, EPT violations on first touch"
+    public let lockDomain = LockDomain.vmLock
+    public let shadowsGuestTables = false
+
+    public init() {}
+    public func attach(to mmu: ShadowMMU) {}
+
+    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool { true }
+    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {}
+    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {}
+    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {}
+    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {}
+    public func guestTLBFlush(_ vcpu: ShadowVCPU) {}
+}

@@ -1,0 +1,63 @@
+import ShadowMMU
+import X86
+
+/// The reviewer's first correction to the 2010 patch: the same sync-everything rule,
+/// but with one unsync list per VM under that VM's own MMU lock, so no VM walks or
+/// waits for another. Every root load (a CR3 switch, which frees the roots as 2010 KVM
+/// did, or a flushing reload) syncs every unsync page of the VM, reachable or not,
+/// then does one remote and one local flush. INVLPG resyncs one entry of the current
+/// root, as 2010 KVM did.
+public final class VMList: SyncPolicy {
+    public let name = "vm-list"
+    public let summary = "per-VM unsync list under the VM lock; every root load syncs all the VM's unsync pages"
+    public let lockDomain = LockDomain.vmLock
+    public let shadowsGuestTables = true
+
+    /// This VM's list.
+    let list = UnsyncList()
+
+    public init() {}
+
+    public func attach(to mmu: ShadowMMU) {}
+
+    /// As KVM: leaf pages unsync unless some shadow of the frame is an upper level.
+    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
+        mmu.unsyncLeafShadows(of: gfn, request)   // as KVM
+    }
+
+    public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
+        mmu.chargeLock(work: 1)
+        list.append(page, of: mmu)
+    }
+
+    public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
+        list.remove(page)
+    }
+
+    /// A new CR3 frees the roots (rebuilt, and so synced, on entry); a flushing reload
+    /// of the same CR3 syncs too.
+    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        if vcpu.vcpu.cr3 != previousCR3 || pdptesChanged {
+            vcpu.freeRoots(.all)
+        } else if !noFlush {
+            vcpu.request(.syncRoots)
+        }
+    }
+
+    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
+        list.syncEveryPage(of: vcpu)
+    }
+
+    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
+        vcpu.flushHardwareAddress(va)
+        vcpu.resyncEntry(va, roots: .current)
+    }
+
+    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {
+        vcpu.request(.syncRoots)
+    }
+
+    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        list.syncEveryPage(of: vcpu)
+    }
+}

@@ -1,0 +1,155 @@
+import ShadowMMU
+import X86
+
+/// Xen's out-of-sync L1 shadows ("Shadow-3", Xen 3.3): a write fault on a guest page
+/// table that is shadowed only as one L1 makes it out of sync on that vCPU, with a
+/// snapshot of its contents; each vCPU holds at most 3 (hash slot = frame mod 3, with a
+/// second chance). On that vCPU's CR3 writes its own pages are resynced fully (write
+/// protection back, then only entries that differ from the snapshot re-derived);
+/// other vCPUs' pages are updated but stay out of sync, or skipped when this vCPU cannot
+/// reach them. INVLPG blanks one spte of an out-of-sync L1. Not modelled: the two
+/// writable-mapping fixups per page (write protection goes through the reverse map).
+public final class XenOOS: SyncPolicy {
+    public let name = "xen-oos"
+    public let summary = "Xen out-of-sync L1s: at most 3 per vCPU with snapshots, resynced on that vCPU's CR3 writes"
+    public let lockDomain = LockDomain.vmLock
+    public let shadowsGuestTables = true
+
+    static let slotsPerVCPU = 3
+
+    struct OutOfSync {
+        let page: ShadowPage
+        var snapshot: [UInt64]
+    }
+
+    /// Slots per vCPU, in vCPU order.
+    private var slots: [[OutOfSync?]] = []
+    private unowned(unsafe) var mmu: ShadowMMU!
+
+    public init() {}
+
+    public func attach(to mmu: ShadowMMU) {
+        self.mmu = mmu
+        slots = Array(repeating: Array(repeating: nil, count: XenOOS.slotsPerVCPU), count: mmu.vcpus.count)
+    }
+
+    /// Unsync only a table shadowed once, as an L1; the faulting vCPU keeps it.
+    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
+        if mmu.isWriteTracked(gfn) { return false }
+        let pages = mmu.shadowPages(of: gfn)
+        guard let page = pages.first else { return true }
+        if pages.count == 1 && page.unsync { return true }       // already out of sync
+        guard !request.synchronizing, !request.prefetch, pages.count == 1, page.level == 1,
+              let vcpu = request.vcpu else { return false }
+        takeSlot(for: page, on: vcpu)
+        return true
+    }
+
+    /// Xen's `oos_hash_add`: the home slot's occupant moves to the next slot if it is
+    /// at home; whatever is then in the target slot is resynced and evicted.
+    private func takeSlot(for page: ShadowPage, on vcpu: ShadowVCPU) {
+        let v = vcpu.index
+        var index = Int(page.gfn % UInt64(XenOOS.slotsPerVCPU))
+        var incoming = OutOfSync(page: page, snapshot: (0..<512).map { mmu.guestEntry(page, $0) ?? 0 })
+        if let occupant = slots[v][index], Int(occupant.page.gfn % UInt64(XenOOS.slotsPerVCPU)) == index {
+            slots[v][index] = incoming
+            incoming = occupant
+            index = (index + 1) % XenOOS.slotsPerVCPU
+        }
+        if let evicted = slots[v][index] {
+            slots[v][index] = nil
+            resyncFully(evicted, vcpu: vcpu)
+        }
+        slots[v][index] = incoming
+        mmu.markUnsync(page)
+    }
+
+    /// Write-protect, re-derive the entries that changed since the snapshot, back in sync.
+    private func resyncFully(_ oos: OutOfSync, vcpu: ShadowVCPU) {
+        guard oos.page.unsync else { return }
+        if mmu.writeProtect(gfn: oos.page.gfn) { mmu.flushRemoteTLBs() }
+        _ = update(oos, vcpu: vcpu)
+        mmu.markSynced(oos.page)
+    }
+
+    /// Xen's `sh_resync_l1`: only entries whose guest value differs from the snapshot.
+    private func update(_ oos: OutOfSync, vcpu: ShadowVCPU) -> OutOfSync {
+        var oos = oos
+        var flush = false
+        for i in 0..<512 {
+            let guest = mmu.guestEntry(oos.page, i) ?? 0
+            guard guest != oos.snapshot[i] else { continue }
+            flush = mmu.resyncSPTE(oos.page, i, vcpu: vcpu) || flush
+            oos.snapshot[i] = guest
+        }
+        mmu.chargeLock(work: 1)
+        if flush { mmu.flushRemoteTLBs() }
+        return oos
+    }
+
+    public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
+        for v in slots.indices {
+            for i in slots[v].indices where slots[v][i]?.page === page { slots[v][i] = nil }
+        }
+    }
+
+    /// `sh_update_cr3`: this vCPU's pages are resynced before the switch; after it,
+    /// other vCPUs' pages are updated (on entry).
+    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        resyncOwn(vcpu)
+        let cr3 = vcpu.vcpu.cr3
+        if pdptesChanged { vcpu.freeRoots(.current) }
+        if cr3 != previousCR3 { vcpu.switchRoot(to: cr3) }
+        vcpu.request(.syncRoots)
+        vcpu.request(.flushCurrent)
+    }
+
+    private func resyncOwn(_ vcpu: ShadowVCPU) {
+        for i in slots[vcpu.index].indices {
+            guard let oos = slots[vcpu.index][i] else { continue }
+            slots[vcpu.index][i] = nil
+            resyncFully(oos, vcpu: vcpu)
+        }
+    }
+
+    /// Other vCPUs' out-of-sync pages: skip those this vCPU cannot reach
+    /// (`sh_safe_not_to_sync`), update the rest but leave them writable.
+    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
+        let roots = vcpu.currentRootPages
+        for v in slots.indices where v != vcpu.index {
+            for i in slots[v].indices {
+                guard let oos = slots[v][i], oos.page.unsync else { continue }
+                if safeNotToSync(oos.page, roots: roots) { continue }
+                slots[v][i] = update(oos, vcpu: vcpu)
+            }
+        }
+    }
+
+    /// One parent all the way up, to a top level that is not one of `roots`.
+    private func safeNotToSync(_ page: ShadowPage, roots: [ShadowPage]) -> Bool {
+        var current = page
+        while true {
+            if roots.contains(where: { $0 === current }) { return false }
+            guard current.parents.count <= 1 else { return false }
+            guard let up = current.parents.first, let parent = mmu.page(up.page) else { return true }
+            current = parent
+        }
+    }
+
+    /// `sh_invlpg`: blank the spte of an out-of-sync L1; no resync.
+    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
+        vcpu.flushHardwareAddress(va)
+        if let (page, index) = vcpu.leafTable(for: va), page.unsync { mmu.clearSPTE(page, index) }
+    }
+
+    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {
+        resyncOwn(vcpu)
+        vcpu.request(.syncRoots)
+        vcpu.request(.flushCurrent)
+    }
+
+    /// A full guest flush resyncs everything, as a paging-mode change does in Xen.
+    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        for other in mmu.vcpus { resyncOwn(other) }
+    }
+}
