@@ -98,6 +98,15 @@ func registerVMClass(_ lua: LuaState, session: Session) {
             pushCounters(&call, try vm(&call).counters)
             return 1
         }),
+        ("verify", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            let problems = try vm(&call).mmu?.verify() ?? []
+            call.newTable(arrayCount: Int32(problems.count))
+            for (i, p) in problems.enumerated() {
+                call.push(p)
+                call.setIndex(Int64(i + 1))
+            }
+            return 1
+        }),
         ("cycles", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let estimate = try vm(&call).estimatedCycles
             call.newTable(arrayCount: Int32(estimate.perVCPU.count), fieldCount: 1)

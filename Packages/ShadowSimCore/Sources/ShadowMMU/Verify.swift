@@ -1,0 +1,86 @@
+import X86
+
+/// The engine's invariants (reference §10), checked on demand.
+extension ShadowMMU {
+    /// Every violated invariant, as a sentence; empty when the MMU is consistent.
+    public func verify() -> [String] {
+        var problems: [String] = []
+        var unsyncCount: UInt64 = 0
+        var leafCounts: [Int: UInt64] = [1: 0, 2: 0, 3: 0]
+        var seenKeys = Set<String>()
+        var expectedRmap: [UInt64: [SPTERef]] = [:]
+        var expectedParents: [Int32: [SPTERef]] = [:]
+        var live = 0
+
+        for case let sp? in pages {
+            live += 1
+            let name = "shadow page \(sp.id) (gfn \(hex(sp.gfn)), \(sp.role))"
+            if !sp.role.invalid {
+                let key = "\(sp.gfn)/\(sp.role.word)"
+                if !seenKeys.insert(key).inserted { problems.append("\(name): another valid page has the same gfn and role") }
+                if !(hash[sp.gfn] ?? []).contains(sp.id) { problems.append("\(name): not in the hash under its gfn") }
+            }
+            // 2. Only indirect leaves go unsync.
+            if sp.unsync {
+                unsyncCount += 1
+                if sp.level != 1 || sp.role.direct { problems.append("\(name): unsync but not an indirect leaf") }
+            }
+            if sp.unsyncChildren != sp.unsyncBitCount {
+                problems.append("\(name): unsyncChildren \(sp.unsyncChildren) but \(sp.unsyncBitCount) bits set")
+            }
+            for i in 0..<512 {
+                let spte = sp.spt[i]
+                guard SPTE.isPresent(spte) else { continue }
+                let ref = SPTERef(page: sp.id, index: i)
+                if sp.level == 1 || spte & SPTE.large != 0 {
+                    expectedRmap[SPTE.target(spte), default: []].append(ref)
+                    leafCounts[sp.level, default: 0] += 1
+                } else if let c = page(Int32(SPTE.target(spte))) {
+                    expectedParents[c.id, default: []].append(ref)
+                    // 3. No hidden unsync page: a parent of an unsync page has its bit.
+                    if (c.unsync || c.unsyncChildren > 0) && !sp.unsyncBit(i) {
+                        problems.append("\(name): entry \(i) leads to unsync page \(c.id) but its unsync bit is clear")
+                    }
+                } else {
+                    problems.append("\(name): entry \(i) points to a freed shadow page")
+                }
+            }
+        }
+        // 4. Gauges.
+        if unsyncCount != stats.mmuUnsync { problems.append("mmu_unsync is \(stats.mmuUnsync) but \(unsyncCount) pages are unsync") }
+        if UInt64(live) != stats.shadowPages { problems.append("shadow_pages is \(stats.shadowPages) but \(live) pages exist") }
+        if policy.shadowsGuestTables && leafCounts[1] != stats.pages4K || leafCounts[2] != stats.pages2M || leafCounts[3] != stats.pages1G {
+            problems.append("pages_4k/2m/1g are \(stats.pages4K)/\(stats.pages2M)/\(stats.pages1G) but \(leafCounts[1]!)/\(leafCounts[2]!)/\(leafCounts[3]!) leaf sptes are present")
+        }
+        // 5. Reverse maps and parent lists are exact.
+        for (gfn, refs) in expectedRmap where Set(refs) != Set(rmap[gfn] ?? []) {
+            problems.append("rmap of gfn \(hex(gfn)) lists \(rmap[gfn]?.count ?? 0) sptes, \(refs.count) map it")
+        }
+        for (gfn, refs) in rmap where expectedRmap[gfn] == nil && !refs.isEmpty {
+            problems.append("rmap of gfn \(hex(gfn)) lists \(refs.count) sptes but none map it")
+        }
+        for case let sp? in pages where Set(sp.parents) != Set(expectedParents[sp.id] ?? []) {
+            problems.append("shadow page \(sp.id): parent list has \(sp.parents.count) entries, \(expectedParents[sp.id]?.count ?? 0) sptes point to it")
+        }
+        // 1. A synced guest table is never writable through any spte.
+        for case let sp? in pages where !sp.role.invalid && sp.hasGPTEs && !sp.unsync {
+            for ref in rmap[sp.gfn] ?? [] {
+                guard let holder = page(ref.page) else { continue }
+                if holder.spt[Int(ref.index)] & SPTE.writable != 0 {
+                    problems.append("guest table gfn \(hex(sp.gfn)) is shadowed and synced (page \(sp.id)) but spte \(ref.index) of page \(holder.id) maps it writable")
+                }
+            }
+        }
+        // Roots.
+        var rootRefs: [Int32: Int] = [:]
+        for v in vcpus {
+            for slot in [v.root] + v.previousRoots where slot.isValid {
+                for sp in v.rootPages(slot) { rootRefs[sp.id, default: 0] += 1 }
+            }
+        }
+        for case let sp? in pages where sp.rootCount != (rootRefs[sp.id] ?? 0) {
+            problems.append("shadow page \(sp.id): root count \(sp.rootCount) but \(rootRefs[sp.id] ?? 0) root slots use it")
+        }
+        return problems
+    }
+}
