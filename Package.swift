@@ -36,7 +36,10 @@ let package = Package(
         .executableTarget(name: "shadowsim", dependencies: ["ShadowSimCLI"]),
         .testTarget(name: "X86Tests", dependencies: [core]),
         .testTarget(name: "ShadowMMUTests", dependencies: [core, "ShadowSimPolicies"] + policies.map { .target(name: $0) }),
-        .testTarget(name: "ScenarioTests", dependencies: ["ShadowSimCLI", "ShadowSimLua", "LuaKit"]),
+        .testTarget(name: "ScenarioTests", dependencies: [
+            "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
     ] + policies.flatMap { name -> [Target] in [
         .target(name: name, dependencies: [core], path: "Plugins/\(name)/Policy"),
         .target(name: name + "Entry", dependencies: [.target(name: name), core], path: "Plugins/\(name)/Entry"),

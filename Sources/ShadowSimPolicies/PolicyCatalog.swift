@@ -19,8 +19,9 @@ public struct PolicyFactory: Sendable {
 }
 
 /// Why a policy could not be had.
-public struct PolicyLoadError: Error, CustomStringConvertible, Sendable {
+public struct PolicyLoadError: Error, CustomStringConvertible, Equatable, Sendable {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// The policies a VM can run under: built in by name, or loaded from a `.so`.

@@ -1,0 +1,52 @@
+import ShadowMMU
+import X86
+
+/// KVM with its `flush_on_reuse` debug switch (reference §9, P7c): like kvm-unsync, but
+/// reusing a cached root always syncs it and flushes, even on a no-flush CR3 load.
+/// Compare its pages_synced and tlb_flush with kvm-unsync on PCID-heavy workloads to
+/// see what the no-flush fast path saves.
+public final class FlushOnReuse: SyncPolicy {
+    public let name = "kvm-flush-on-reuse"
+    public let summary = "kvm-unsync, but every reuse of a cached root syncs and flushes (KVM's flush_on_reuse)"
+    public let lockDomain = LockDomain.vmLock
+    public let shadowsGuestTables = true
+
+    public init() {}
+    public func attach(to mmu: ShadowMMU) {}
+
+    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
+        mmu.unsyncLeafShadows(of: gfn, request)
+    }
+
+    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        let cr3 = vcpu.vcpu.cr3
+        if pdptesChanged { vcpu.freeRoots(.current) }
+        if cr3 != previousCR3 && vcpu.switchRoot(to: cr3) {
+            // The one decision that differs: a reused root is always synced and flushed.
+            vcpu.request(.syncRoots)
+            vcpu.request(.flushCurrent)
+        }
+        if !noFlush { vcpu.invalidatePCIDRoots(vcpu.vcpu.currentPCID) }
+    }
+
+    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { vcpu.syncCurrentRoots() }
+
+    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
+        vcpu.flushHardwareAddress(va)
+        vcpu.resyncEntry(va, roots: roots)
+    }
+
+    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { vcpu.invalidatePCIDRoots(pcid) }
+
+    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        vcpu.syncCurrentRoots()
+        vcpu.freeUnsyncCachedRoots()
+    }
+}
+
+// The plugin's one versioned entry point pair.
+@_cdecl("shadowsim_policy_abi")
+public func shadowsimPolicyABI() -> Int32 { PluginABI.version }
+
+@_cdecl("shadowsim_policy_create")
+public func shadowsimPolicyCreate() -> UnsafeMutableRawPointer? { PluginABI.export(FlushOnReuse()) }
