@@ -15,6 +15,12 @@ public struct WritableMappingRequest {
     public var prefetch: Bool
     /// The vCPU whose fault or sync asks (nil for host-initiated work).
     public var vcpu: ShadowVCPU?
+
+    public init(synchronizing: Bool, prefetch: Bool, vcpu: ShadowVCPU?) {
+        self.synchronizing = synchronizing
+        self.prefetch = prefetch
+        self.vcpu = vcpu
+    }
 }
 
 /// A sync policy: the decisions a shadow MMU takes at each event, over the engine's
