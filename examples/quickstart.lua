@@ -67,3 +67,6 @@ local c = cpu:counters()
 print(("counters: %d reads, %d writes, %d TLB hits, %d misses, %d walks, %d page faults, %d CR3 loads, %d INVLPG")
   :format(c.reads, c.writes, c.tlb_hits, c.tlb_misses, c.walks,
           c.pf_not_present + c.pf_protection + c.pf_reserved, c.cr3_loads, c.invlpg))
+local m = vm:counters()
+print(("shadow MMU (%s): %d exits, %d shadow page faults (%d fixed, %d injected), %d pages unsync, %d shadow pages, %d pages synced")
+  :format(vm.policy, m.exits, m.pf_taken, m.pf_fixed, m.pf_guest, m.mmu_unsync, m.shadow_pages, m.pages_synced))
