@@ -4,7 +4,8 @@
 -- what it changes. Two identical guests run the same seeded random operations: one on
 -- bare metal (the x86 reference), one under the policy given by --policy. Operations:
 -- map, remap, protect and unmap pages (4 KiB and large) in several processes, each
--- change followed by INVLPG on every vCPU running that process (a TLB shootdown);
+-- change followed, on every vCPU running that process, by INVLPG, a CR3 reload or a
+-- PGE toggle (a TLB shootdown);
 -- CR3 switches between processes; reads, writes and fetches at CPL 0 and 3. Since
 -- nothing is left stale, every access must give the same outcome, error code, gpa and
 -- value on both guests, in every paging mode. Every 25 operations the shadow MMU's
@@ -85,11 +86,23 @@ for _, mode in ipairs(MODES) do
     end
   end
 
-  -- Invalidate va on every vCPU that runs process p (the guest's TLB shootdown).
+  -- Invalidate va on every vCPU that runs process p (the guest's TLB shootdown), by
+  -- INVLPG, by reloading CR3, or by toggling CR4.PGE (a flush of everything).
   local function shootdown(p, va)
+    local how = S.random(1, 10)
     for _, g in ipairs(guests) do
       for v = 1, VCPUS do
-        if on[v] == p then g.vm.vcpu[v]:invlpg(va) end
+        if on[v] == p then
+          local cpu = g.vm.vcpu[v]
+          if how <= 6 then
+            cpu:invlpg(va)
+          elseif how <= 9 then
+            S.expect_ok(cpu:load_cr3(g.spaces[p]))
+          else
+            S.expect_ok(cpu:set{ pge = false })
+            S.expect_ok(cpu:set{ pge = true })
+          end
+        end
       end
     end
   end

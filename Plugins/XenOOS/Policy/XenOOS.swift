@@ -42,7 +42,21 @@ public final class XenOOS: SyncPolicy {
         guard !request.synchronizing, !request.prefetch, pages.count == 1, page.level == 1,
               let vcpu = request.vcpu else { return false }
         takeSlot(for: page, on: vcpu)
+        // The mapping becomes writable, but Xen re-executes natively only a supervisor
+        // store: the user-mode store that unsynced the table is emulated.
+        if request.userWrite { mmu.emulateThisStore() }
         return true
+    }
+
+    /// Xen keeps "shadow = f(snapshot)": an entry the fault path or a prefetch
+    /// propagated from the guest updates the snapshot too.
+    public func didPropagate(_ page: ShadowPage, _ index: Int, in mmu: ShadowMMU) {
+        guard page.unsync else { return }
+        for v in slots.indices {
+            for i in slots[v].indices where slots[v][i]?.page === page {
+                slots[v][i]!.snapshot[index] = mmu.guestEntry(page, index) ?? 0
+            }
+        }
     }
 
     /// Xen's `oos_hash_add`: the home slot's occupant moves to the next slot if it is
@@ -83,6 +97,7 @@ public final class XenOOS: SyncPolicy {
             oos.snapshot[i] = guest
         }
         mmu.chargeLock(work: 1)
+        mmu.countPageSync(entriesCompared: 512)
         if flush { mmu.flushRemoteTLBs() }
         return oos
     }

@@ -111,8 +111,14 @@ extension ShadowVCPU {
         let (outcome, walk) = try guestWalk(va, kind, isUser: isUser)
         for level in 1...walk.levels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
         switch outcome {
-        case .translated(let t):
+        case .translated(var t):
             mapForTDP(gfn: t.physicalAddress >> 12)
+            // The TLB caches the smaller of the guest's page and the EPT's (host) page.
+            let host = mmu.configuration.hostPageSize
+            if t.pageSize.bytes > host.bytes {
+                t.pageSize = host
+                t.pageBase = t.physicalAddress & ~host.offsetMask
+            }
             vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: t.isGlobal && vcpu.cr4 & CR4.pge != 0)
             return .ok(t.physicalAddress)
         case .pageFault(let code, _):

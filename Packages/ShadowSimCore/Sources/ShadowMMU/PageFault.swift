@@ -172,7 +172,7 @@ extension ShadowVCPU {
         guard mmu.makePagesAvailable() else {
             throw .unsupported("the shadow-page budget (\(mmu.maxShadowPages) pages) is exhausted and nothing can be recycled")
         }
-        switch fetch(va, walk: walk, access: access, write: isWrite) {
+        switch fetch(va, walk: walk, access: access, write: isWrite, user: isUser) {
         case .fixed:
             stats.pfFixed &+= 1
             return .fixed
@@ -247,7 +247,7 @@ extension ShadowVCPU {
         return role
     }
 
-    func fetch(_ va: UInt64, walk: GuestWalk, access: UInt8, write: Bool) -> FaultOutcome {
+    func fetch(_ va: UInt64, walk: GuestWalk, access: UInt8, write: Bool, user: Bool) -> FaultOutcome {
         guard var sp = rootPage(root, for: va) else { return .retry }
         // Guest levels with tables of their own: indirect shadow pages.
         while sp.level > walk.leafLevel {
@@ -287,7 +287,9 @@ extension ShadowVCPU {
         }
         let index = ShadowVCPU.shadowIndex(va, level: sp.level)
         let span = UInt64(1) << UInt64(9 * (sp.level - 1))
-        let outcome = mmu.setSPTE(sp, index, access: access, gfn: walk.gfn & ~(span - 1), faultingWrite: write, vcpu: self)
+        let outcome = mmu.setSPTE(sp, index, access: access, gfn: walk.gfn & ~(span - 1), faultingWrite: write,
+                                  userWrite: write && user, vcpu: self)
+        if !sp.role.direct { mmu.policy.didPropagate(sp, index, in: mmu) }
         if case .spurious = outcome { return outcome }
         prefetch(around: sp, index)
         return outcome
@@ -310,6 +312,7 @@ extension ShadowVCPU {
             var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: vcpu.controls.executeDisableEnabled)
             if gpte & PTE.dirty == 0 { access &= ~Access.write }
             _ = mmu.setSPTE(sp, i, access: access, gfn: mmu.guestFrame(of: gpte, sp: sp), faultingWrite: nil, vcpu: self)
+            mmu.policy.didPropagate(sp, i, in: mmu)
             mmu.stats.sptesPrefetched &+= 1
         }
     }
@@ -320,7 +323,7 @@ extension ShadowMMU {
     /// shadow pages is the policy's decision; when refused the spte is read-only and
     /// `writeProtected` is set.
     func makeSPTE(sp: ShadowPage, access: UInt8, gfn: UInt64, old: UInt64, prefetch: Bool, synchronizing: Bool,
-                  vcpu: ShadowVCPU?) -> (spte: UInt64, writeProtected: Bool) {
+                  userWrite: Bool = false, vcpu: ShadowVCPU?) -> (spte: UInt64, writeProtected: Bool) {
         var spte = SPTE.present | gfn << 12 | UInt64(access) << SPTE.accessShift
         if !prefetch || synchronizing { spte |= SPTE.accessed }
         if access & Access.exec == 0 { spte |= SPTE.executeDisable }
@@ -331,7 +334,8 @@ extension ShadowMMU {
             spte |= SPTE.writable
             let oldIsWritableLeaf = SPTE.isPresent(old) && (sp.level == 1 || old & SPTE.large != 0) && old & SPTE.writable != 0
             if !oldIsWritableLeaf {
-                let request = WritableMappingRequest(synchronizing: synchronizing, prefetch: prefetch, vcpu: vcpu)
+                let request = WritableMappingRequest(synchronizing: synchronizing, prefetch: prefetch, vcpu: vcpu,
+                                                     userWrite: userWrite)
                 if !policy.allowWritableMapping(of: gfn, request, in: self) {
                     writeProtected = true
                     spte &= ~SPTE.writable
@@ -343,7 +347,7 @@ extension ShadowMMU {
 
     /// KVM's `mmu_set_spte`: installs a leaf spte. `faultingWrite` is nil for prefetch.
     func setSPTE(_ sp: ShadowPage, _ index: Int, access: UInt8, gfn: UInt64, faultingWrite: Bool?,
-                 vcpu: ShadowVCPU) -> FaultOutcome {
+                 userWrite: Bool = false, vcpu: ShadowVCPU) -> FaultOutcome {
         let ref = SPTERef(page: sp.id, index: index)
         var flush = false
         var wasMapped = false
@@ -362,15 +366,18 @@ extension ShadowMMU {
         }
         let current = sp.spt[index]
         let (spte, writeProtected) = makeSPTE(sp: sp, access: access, gfn: gfn, old: current,
-                                              prefetch: faultingWrite == nil, synchronizing: false, vcpu: vcpu)
+                                              prefetch: faultingWrite == nil, synchronizing: false,
+                                              userWrite: userWrite, vcpu: vcpu)
         var outcome = FaultOutcome.fixed
+        let emulateAnyway = emulateCurrentStore
+        emulateCurrentStore = false
         if current == spte {
             outcome = .spurious
         } else {
             if SPTE.isPresent(current) && current & SPTE.writable != 0 && spte & SPTE.writable == 0 { flush = true }
             sp.spt[index] = spte
         }
-        if writeProtected && faultingWrite == true { outcome = .emulate(gpa: gfn << 12) }
+        if (writeProtected || emulateAnyway) && faultingWrite == true { outcome = .emulate(gpa: gfn << 12) }
         if flush { flushRemoteTLBs() }
         if !wasMapped { rmapAdd(ref, gfn: gfn, level: sp.level) }
         return outcome

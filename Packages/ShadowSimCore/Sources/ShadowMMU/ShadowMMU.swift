@@ -53,6 +53,8 @@ public final class ShadowMMU {
     public let maxShadowPages: Int
     /// The vCPU whose exit is being handled (nil for host-initiated work).
     var actingVCPU: ShadowVCPU?
+    /// Set by a policy during a write decision: emulate the faulting store anyway.
+    var emulateCurrentStore = false
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
     var tdpMapped = Set<UInt64>()
 
@@ -266,6 +268,17 @@ public final class ShadowMMU {
         return r != 0
     }
 
+    /// Asks that the store being decided on be emulated even though its mapping is
+    /// allowed to become writable (Xen emulates the user-mode store that unsyncs a table).
+    public func emulateThisStore() { emulateCurrentStore = true }
+
+    /// Counts a page a policy brought back in sync by its own means (its entries
+    /// compared: `entries`).
+    public func countPageSync(entriesCompared entries: Int) {
+        stats.pagesSynced &+= 1
+        stats.lockWork &+= UInt64(entries > 0 ? 1 : 0)
+    }
+
     /// Reads the guest entry spte `index` of `sp` shadows (nil outside guest memory).
     public func guestEntry(_ sp: ShadowPage, _ index: Int) -> UInt64? { readGPTE(sp, index) }
 
@@ -361,14 +374,13 @@ public final class ShadowMMU {
         return zapped
     }
 
-    /// Zaps the unsync pages below `parent` (found through the bitmaps).
+    /// KVM's `mmu_zap_unsync_children`: zaps the unsync pages below `parent`.
     private func zapUnsyncChildren(_ parent: ShadowPage) -> Int {
         var zapped = 0
-        while true {
-            let batch = collectUnsync(below: parent)
-            if batch.isEmpty { break }
-            for sp in batch {
+        while let batch = collectUnsync(below: parent) {
+            for (sp, path) in batch.leavesWithPaths {
                 prepareZap(sp)
+                clearPath(path)
                 zapped += 1
             }
         }

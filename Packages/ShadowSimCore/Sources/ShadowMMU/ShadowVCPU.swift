@@ -248,10 +248,11 @@ public final class ShadowVCPU: VCPUBackend {
 
     /// KVM's `kvm_mmu_sync_roots`: syncs the unsync pages reachable from the current roots.
     public func syncCurrentRoots() {
+        // Modern KVM checks without the lock first: nothing to do, no lock taken.
+        let roots = currentRootPages.filter { $0.unsync || $0.unsyncChildren > 0 }
+        guard !roots.isEmpty else { return }
         mmu.underLock()
-        for sp in currentRootPages where sp.unsync || sp.unsyncChildren > 0 {
-            mmu.syncChildren(of: sp, vcpu: self)
-        }
+        for sp in roots { mmu.syncChildren(of: sp, vcpu: self) }
     }
 
     /// KVM's `kvm_mmu_sync_prev_roots`: frees cached roots that have unsync pages below.

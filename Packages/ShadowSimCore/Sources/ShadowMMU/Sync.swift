@@ -27,6 +27,7 @@ extension ShadowMMU {
     func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU) -> Int {
         let spte = sp.spt[index]
         guard SPTE.isPresent(spte) else { return 0 }
+        defer { policy.didPropagate(sp, index, in: self) }
         stats.sptesResynced &+= 1
         guard let gpte = readGPTE(sp, index) else { return -1 }
         // Not present, reserved bits, or never accessed: drop it.
@@ -81,50 +82,114 @@ extension ShadowMMU {
         return flush
     }
 
-    /// KVM's `mmu_unsync_walk`: up to 16 unsync leaf pages below `parent`, found through
-    /// the unsync bitmaps; stale bits are cleared on the way.
-    func collectUnsync(below parent: ShadowPage, limit: Int = 16) -> [ShadowPage] {
-        var found: [ShadowPage] = []
-        _ = walkUnsync(parent, into: &found, limit: limit)
-        return found
-    }
+    /// One batch of KVM's `mmu_unsync_walk` (its `kvm_mmu_pages`): the parent, then path
+    /// nodes and unsync leaves in depth-first order, each with its index in its parent;
+    /// at most 16 entries, path nodes included. Stale bitmap bits met on the way are
+    /// cleared (one bit each, as KVM does).
+    struct UnsyncBatch {
+        var entries: [(page: ShadowPage, index: Int)] = []
+        static let capacity = 16
 
-    /// Returns false when nothing below `sp` is unsync any more.
-    private func walkUnsync(_ sp: ShadowPage, into found: inout [ShadowPage], limit: Int) -> Bool {
-        guard sp.unsyncChildren > 0 else { return false }
-        for word in 0..<8 {
-            var bits = sp.unsyncChildBitmap[word]
-            while bits != 0 {
-                let index = word * 64 + bits.trailingZeroBitCount
-                bits &= bits - 1
-                if found.count >= limit { return true }
-                guard let c = child(of: sp.spt[index], level: sp.level) else {
-                    clearUnsyncChild(sp, index)
-                    continue
-                }
-                if c.unsyncChildren > 0 {
-                    if !walkUnsync(c, into: &found, limit: limit) { clearUnsyncChild(sp, index) }
-                } else if c.unsync {
-                    found.append(c)
+        /// Adds an entry; true when the batch is now full. A leaf already in the batch
+        /// (reached through a second parent entry) is not added again.
+        mutating func add(_ page: ShadowPage, _ index: Int) -> Bool {
+            if page.unsync && entries.contains(where: { $0.page === page }) { return false }
+            entries.append((page, index))
+            return entries.count == UnsyncBatch.capacity
+        }
+
+        /// The unsync leaves, each with the path of (parent, index) that reached it,
+        /// nearest parent first (KVM's for_each_sp with mmu_pages_first/next).
+        var leavesWithPaths: [(page: ShadowPage, path: [(ShadowPage, Int)])] {
+            var result: [(ShadowPage, [(ShadowPage, Int)])] = []
+            var parentAt: [Int: ShadowPage] = [:]     // level → the latest page at that level
+            var indexAt: [Int: Int] = [:]            // level → index of that page's entry below
+            guard let first = entries.first else { return [] }
+            parentAt[first.page.level] = first.page
+            for (page, index) in entries.dropFirst() {
+                indexAt[page.level] = index
+                if page.level == 1 {
+                    var path: [(ShadowPage, Int)] = []
+                    var level = 2
+                    while let p = parentAt[level], let i = indexAt[level - 1] {
+                        path.append((p, i))
+                        level += 1
+                        if level > first.page.level { break }
+                    }
+                    result.append((page, path))
                 } else {
-                    clearUnsyncChild(sp, index)
+                    parentAt[page.level] = page
                 }
             }
+            return result
         }
-        return true
     }
 
-    /// Clears bit `index` of `sp`; when its last bit goes, clears `sp` in its parents.
-    func clearUnsyncChild(_ sp: ShadowPage, _ index: Int) {
+    /// KVM's `mmu_unsync_walk`. Returns nil when nothing below `parent` is unsync.
+    func collectUnsync(below parent: ShadowPage) -> UnsyncBatch? {
+        guard parent.unsyncChildren > 0 else { return nil }
+        var batch = UnsyncBatch()
+        _ = batch.add(parent, -1)
+        let found = walkUnsync(parent, &batch)
+        return found == 0 ? nil : batch
+    }
+
+    /// KVM's `__mmu_unsync_walk`: unsync leaves found (or -1 when the batch filled).
+    private func walkUnsync(_ sp: ShadowPage, _ batch: inout UnsyncBatch) -> Int {
+        var leaves = 0
+        for index in 0..<512 where sp.unsyncBit(index) {
+            guard let c = child(of: sp.spt[index], level: sp.level) else {
+                clearUnsyncBit(sp, index)
+                continue
+            }
+            if c.unsyncChildren > 0 {
+                if batch.add(c, index) { return -1 }
+                let r = walkUnsync(c, &batch)
+                if r == 0 {
+                    clearUnsyncBit(sp, index)
+                } else if r > 0 {
+                    leaves += r
+                } else {
+                    return r
+                }
+            } else if c.unsync {
+                leaves += 1
+                if batch.add(c, index) { return -1 }
+            } else {
+                clearUnsyncBit(sp, index)
+            }
+        }
+        return leaves
+    }
+
+    /// Clears one stale bit (KVM's `clear_unsync_child_bit`).
+    func clearUnsyncBit(_ sp: ShadowPage, _ index: Int) {
         guard sp.unsyncBit(index) else { return }
         sp.clearUnsyncBit(index)
         sp.unsyncChildren -= 1
+    }
+
+    /// KVM's `mmu_pages_clear_parents`: after a leaf is synced or zapped, clear its bit
+    /// along the path it was found by, going up while a parent has no unsync child left.
+    func clearPath(_ path: [(ShadowPage, Int)]) {
+        for (parent, index) in path {
+            clearUnsyncBit(parent, index)
+            if parent.unsyncChildren > 0 { return }
+        }
+    }
+
+    /// Clears `index` of `sp` and, as bitmaps empty, the bit of `sp` in every parent
+    /// (used when a page is synced outside a walk, by list-based policies).
+    func clearUnsyncChild(_ sp: ShadowPage, _ index: Int) {
+        guard sp.unsyncBit(index) else { return }
+        clearUnsyncBit(sp, index)
         if sp.unsyncChildren == 0 {
             for ref in sp.parents { if let p = page(ref.page) { clearUnsyncChild(p, Int(ref.index)) } }
         }
     }
 
-    /// After syncing `sp`, clears its bit in every parent (and upward as bitmaps empty).
+    /// After syncing `sp` outside a walk, clears its bit in every parent (and upward as
+    /// bitmaps empty).
     func clearParents(of sp: ShadowPage) {
         for ref in sp.parents { if let p = page(ref.page) { clearUnsyncChild(p, Int(ref.index)) } }
     }
@@ -134,19 +199,18 @@ extension ShadowMMU {
     /// writable), then sync each page and clear it in its parents.
     public func syncChildren(of parent: ShadowPage, vcpu: ShadowVCPU) {
         var flush = false
-        while true {
-            let batch = collectUnsync(below: parent)
-            if batch.isEmpty { break }
+        while let batch = collectUnsync(below: parent) {
+            let leaves = batch.leavesWithPaths
             var protected = false
-            for sp in batch { protected = writeProtect(gfn: sp.gfn) || protected }
+            for (sp, _) in leaves { protected = writeProtect(gfn: sp.gfn) || protected }
             if protected {
                 if invalidList.isEmpty { flushRemoteTLBs() } else { commitZaps() }
                 flush = false
             }
-            for sp in batch where pages[Int(sp.id)] === sp {
+            for (sp, path) in leaves {
                 unlinkUnsync(sp)
-                if syncPage(sp, vcpu: vcpu) > 0 { flush = true }
-                clearParents(of: sp)
+                if pages[Int(sp.id)] === sp && syncPage(sp, vcpu: vcpu) > 0 { flush = true }
+                clearPath(path)
             }
         }
         if !invalidList.isEmpty {

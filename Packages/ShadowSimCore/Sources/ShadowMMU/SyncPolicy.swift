@@ -15,11 +15,14 @@ public struct WritableMappingRequest {
     public var prefetch: Bool
     /// The vCPU whose fault or sync asks (nil for host-initiated work).
     public var vcpu: ShadowVCPU?
+    /// The fault is a store at CPL 3.
+    public var userWrite: Bool
 
-    public init(synchronizing: Bool, prefetch: Bool, vcpu: ShadowVCPU?) {
+    public init(synchronizing: Bool, prefetch: Bool, vcpu: ShadowVCPU?, userWrite: Bool = false) {
         self.synchronizing = synchronizing
         self.prefetch = prefetch
         self.vcpu = vcpu
+        self.userWrite = userWrite
     }
 }
 
@@ -69,6 +72,9 @@ public protocol SyncPolicy: AnyObject {
     /// Bookkeeping notifications, for policies that keep their own index.
     func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
     func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
+    /// Spte `index` of indirect page `page` was just derived from its guest entry (by a
+    /// fault, a prefetch or a sync).
+    func didPropagate(_ page: ShadowPage, _ index: Int, in mmu: ShadowMMU)
 }
 
 extension SyncPolicy {
@@ -76,6 +82,7 @@ extension SyncPolicy {
     public var floodsLeafTables: Bool { false }
     public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
     public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
+    public func didPropagate(_ page: ShadowPage, _ index: Int, in mmu: ShadowMMU) {}
 }
 
 /// Which roots of a vCPU an invalidation covers.
