@@ -7,7 +7,7 @@ import PackageDescription
 let package = Package(
     name: "ShadowSimCore",
     products: [
-        .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel", "ShadowMMU"]),
+        .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel", "ShadowMMU", "Checker"]),
     ],
     targets: [
         // The architectural model: memory, control registers, page walks, TLB.
@@ -16,5 +16,7 @@ let package = Package(
         .target(name: "GuestKernel", dependencies: ["X86"]),
         // The shadow MMU engine and the policy interface plugins implement.
         .target(name: "ShadowMMU", dependencies: ["X86"]),
+        // The architectural checker: judges every access against what x86 allows.
+        .target(name: "Checker", dependencies: ["X86", "ShadowMMU"]),
     ]
 )

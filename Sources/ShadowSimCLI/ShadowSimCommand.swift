@@ -34,6 +34,12 @@ struct Run: ParsableCommand {
     @Flag(help: "Print the Lua traceback of a failure.")
     var traceback = false
 
+    @Flag(inversion: .prefixedNo, help: "Check every access against what x86 allows, and the shadow MMU's invariants at every sync point.")
+    var check = false
+
+    @Flag(help: "With --check: verify the shadow MMU's invariants after every event.")
+    var paranoid = false
+
     @Option(help: "Sync policy of VMs that do not name one: a built-in name (see `shadowsim policies`), bare-metal, or the path of a policy .so.")
     var policy = "kvm-unsync"
 
@@ -49,7 +55,8 @@ struct Run: ParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: policy)
+        let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: policy,
+                                        check: check || paranoid, paranoid: paranoid)
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
         }

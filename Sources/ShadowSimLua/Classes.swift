@@ -281,7 +281,7 @@ func registerVCPUClass(_ lua: LuaState) {
             }
             let pcid = try call.optionalInteger(3).map { UInt64(bitPattern: $0) } ?? 0
             let va = try call.optionalInteger(4).map { UInt64(bitPattern: $0) } ?? 0
-            let r = vcpu.invpcid(type: type, pcid: pcid, address: va)
+            let r = try core { () throws(MachineError) in try vcpu.invpcid(type: type, pcid: pcid, address: va) }
             guard r.isOK else { return pushFault(&call, r) }
             call.push(true)
             return 1

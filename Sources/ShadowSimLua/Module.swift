@@ -4,6 +4,7 @@ import LuaKit
 import X86
 import GuestKernel
 import ShadowMMU
+import Checker
 import ShadowSimPolicies
 
 /// Userdata class names (also what `tostring` and type errors show).
@@ -91,7 +92,7 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
 private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> Int32 {
     let o = try call.options(1, allowed: ["mode", "vcpus", "memory", "maxphyaddr", "wp", "pse", "pge",
                                           "smep", "smap", "nxe", "tlb_entries", "name", "policy", "shadow_pages",
-                                          "prefetch", "host_pages", "vcpus_running", "costs"])
+                                          "prefetch", "host_pages", "vcpus_running", "costs", "check"])
     let modeName = try o.choice("mode", PagingMode.allCases.map(\.description)) ?? "long4"
     var config = MachineConfiguration(mode: PagingMode(name: modeName)!)
     config.vcpuCount = Int(try o.integer("vcpus", in: 1...Int64(MachineConfiguration.maxVCPUs)) ?? 1)
@@ -130,7 +131,9 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
         mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig)
     }
     let kernel = try core { () throws(MachineError) in try GuestKernel(machine: machine) }
-    let vm = ScenarioVM(name: name, machine: machine, kernel: kernel, mmu: mmu)
+    let checker = (try o.boolean("check") ?? session.check)
+        ? ArchitecturalChecker(machine: machine, mmu: mmu, paranoid: session.paranoid) : nil
+    let vm = ScenarioVM(name: name, machine: machine, kernel: kernel, mmu: mmu, checker: checker)
     session.add(vm)
 
     call.pushObject(vm, className: ClassName.vm, userValues: 1)

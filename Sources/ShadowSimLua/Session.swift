@@ -1,6 +1,7 @@
 import X86
 import GuestKernel
 import ShadowMMU
+import Checker
 import ShadowSimPolicies
 
 /// Everything one scenario run owns besides its Lua state: the seed and random
@@ -11,14 +12,21 @@ public final class Session {
     public let scriptArguments: [String]
     /// The policy of VMs that do not name one (`--policy`).
     public let defaultPolicy: String
+    /// Attach the architectural checker to every VM (`--check`), and verify the MMU
+    /// after every event rather than at sync points (`--paranoid`).
+    public let check: Bool
+    public let paranoid: Bool
     public private(set) var vms: [ScenarioVM] = []
     /// Values the script stored with `shadowsim.record`, in the order first recorded.
     public private(set) var records: [(key: String, value: JSONValue)] = []
     var random: Xoshiro256
 
-    public init(seed: UInt64, arguments: [String], defaultPolicy: String = "kvm-unsync") {
+    public init(seed: UInt64, arguments: [String], defaultPolicy: String = "kvm-unsync", check: Bool = false,
+                paranoid: Bool = false) {
         self.seed = seed
         self.defaultPolicy = defaultPolicy
+        self.check = check
+        self.paranoid = paranoid
         scriptArguments = arguments
         random = Xoshiro256(seed: seed)
     }
@@ -58,12 +66,14 @@ public final class ScenarioVM {
     public let machine: Machine
     public let kernel: GuestKernel
     public let mmu: ShadowMMU?
+    public let checker: ArchitecturalChecker?
 
-    init(name: String, machine: Machine, kernel: GuestKernel, mmu: ShadowMMU?) {
+    init(name: String, machine: Machine, kernel: GuestKernel, mmu: ShadowMMU?, checker: ArchitecturalChecker?) {
         self.name = name
         self.machine = machine
         self.kernel = kernel
         self.mmu = mmu
+        self.checker = checker
     }
 
     public var policyName: String { mmu?.policy.name ?? PolicyCatalog.bareMetalName }
@@ -103,6 +113,7 @@ public final class ScenarioVM {
             ("memory_bytes", .integer(Int64(machine.memory.capacity))),
             ("resident_bytes", .integer(Int64(machine.memory.residentBytes))),
             ("estimated_cycles", .integer(Int64(cycles.vm + 0.5))),
+            ("checked_accesses", .integer(Int64(checker?.accessesChecked ?? 0))),
             ("counters", counterObject(counters)),
             ("per_vcpu", .array(machine.vcpus.indices.map { counterObject(counters(vcpu: $0)) })),
         ])

@@ -54,7 +54,7 @@ import Glibc
 
     @Test(arguments: runs)
     func scenarioPasses(_ path: String, _ policy: String) {
-        let result = ScenarioRunner.run(path: Self.repositoryRoot + "/" + path, seed: 1, policy: policy)
+        let result = ScenarioRunner.run(path: Self.repositoryRoot + "/" + path, seed: 1, policy: policy, check: true)
         if let error = result.error {
             Issue.record("[\(policy)] \(error.message)\n\(error.traceback)")
         }

@@ -167,10 +167,10 @@ import GuestKernel
         let lcpu = long.vcpus[0]
         #expect(try lcpu.loadCR3(1 << 50).outcome == .generalProtection, "CR3 bits above MAXPHYADDR")
         #expect(try lcpu.loadCR3(lcpu.cr3 | CR3Bits.noFlush).outcome == .generalProtection, "bit 63 without PCIDE")
-        #expect(lcpu.invpcid(type: 4, pcid: 0, address: 0).outcome == .generalProtection)
-        #expect(lcpu.invpcid(type: 1, pcid: 1, address: 0).outcome == .generalProtection, "PCID ≠ 0 without PCIDE")
-        #expect(lcpu.invpcid(type: 0, pcid: 0, address: 0x8000_0000_0000).outcome == .generalProtection)
-        #expect(lcpu.invpcid(type: 2, pcid: 0, address: 0).isOK)
+        #expect(try lcpu.invpcid(type: 4, pcid: 0, address: 0).outcome == .generalProtection)
+        #expect(try lcpu.invpcid(type: 1, pcid: 1, address: 0).outcome == .generalProtection, "PCID ≠ 0 without PCIDE")
+        #expect(try lcpu.invpcid(type: 0, pcid: 0, address: 0x8000_0000_0000).outcome == .generalProtection)
+        #expect(try lcpu.invpcid(type: 2, pcid: 0, address: 0).isOK)
     }
 
     @Test func outOfRangeRequestsAreErrors() throws {

@@ -276,8 +276,15 @@ extension ShadowVCPU {
         while sp.level > goal {
             let index = ShadowVCPU.shadowIndex(va, level: sp.level)
             if let existing = mmu.child(of: sp.spt[index], level: sp.level) {
-                sp = existing
-                continue
+                if existing.role.access == access {
+                    sp = existing
+                    continue
+                }
+                // KVM's validate_direct_spte: a direct page built with other access (the
+                // guest entry went from clean to dirty) must not gain writable sptes; link
+                // one with the right access instead.
+                mmu.unlinkParent(existing, SPTERef(page: sp.id, index: index))
+                mmu.flushRemoteTLBs()
             }
             let span = UInt64(1) << UInt64(9 * (sp.level - 1))
             let role = childRole(of: sp, index: index, direct: true, access: access)

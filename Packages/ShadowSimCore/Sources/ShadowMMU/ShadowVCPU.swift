@@ -311,6 +311,19 @@ public final class ShadowVCPU: VCPUBackend {
         return (sp, ShadowVCPU.shadowIndex(va, level: 1))
     }
 
+    /// The shadow pages the hardware walk of `va` goes through, with the spte used at each.
+    public func shadowPath(for va: UInt64) -> [(ShadowPage, Int, UInt64)] {
+        var out: [(ShadowPage, Int, UInt64)] = []
+        guard var sp = rootPage(root, for: va) else { return out }
+        while true {
+            let index = ShadowVCPU.shadowIndex(va, level: sp.level)
+            let spte = sp.spt[index]
+            out.append((sp, index, spte))
+            guard let c = mmu.child(of: spte, level: sp.level) else { return out }
+            sp = c
+        }
+    }
+
     static func shadowIndex(_ va: UInt64, level: Int) -> Int {
         Int((va >> UInt64(12 + 9 * (level - 1))) & 511)
     }

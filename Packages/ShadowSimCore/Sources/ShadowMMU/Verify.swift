@@ -49,7 +49,8 @@ extension ShadowMMU {
         // 4. Gauges.
         if unsyncCount != stats.mmuUnsync { problems.append("mmu_unsync is \(stats.mmuUnsync) but \(unsyncCount) pages are unsync") }
         if UInt64(live) != stats.shadowPages { problems.append("shadow_pages is \(stats.shadowPages) but \(live) pages exist") }
-        if policy.shadowsGuestTables && leafCounts[1] != stats.pages4K || leafCounts[2] != stats.pages2M || leafCounts[3] != stats.pages1G {
+        if policy.shadowsGuestTables
+            && (leafCounts[1] != stats.pages4K || leafCounts[2] != stats.pages2M || leafCounts[3] != stats.pages1G) {
             problems.append("pages_4k/2m/1g are \(stats.pages4K)/\(stats.pages2M)/\(stats.pages1G) but \(leafCounts[1]!)/\(leafCounts[2]!)/\(leafCounts[3]!) leaf sptes are present")
         }
         // 5. Reverse maps and parent lists are exact.

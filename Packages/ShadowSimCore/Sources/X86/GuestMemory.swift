@@ -162,6 +162,8 @@ public enum MachineError: Error, Equatable, CustomStringConvertible, Sendable {
     case unsupported(String)
     /// A guest-kernel helper could not do what it was asked (a store faulted, no frames left…).
     case kernel(String)
+    /// The checker saw a result x86 does not allow, or a broken MMU invariant.
+    case violation(String)
 
     public var description: String {
         switch self {
@@ -170,6 +172,7 @@ public enum MachineError: Error, Equatable, CustomStringConvertible, Sendable {
             "\(what) at guest-physical \(hex(a)) is beyond guest memory (\(hex(c)) bytes)"
         case .unsupported(let m): m
         case .kernel(let m): m
+        case .violation(let m): m
         }
     }
 }

@@ -141,6 +141,7 @@ public final class Machine {
     /// Writes guest-physical memory. Not a guest store: nothing traps on it.
     public func writePhysical(_ address: UInt64, _ value: UInt64, size: Int) throws(MachineError) {
         try checkPhysical(address, size: size)
+        try vcpus.first?.observer?.willStore(nil, physicalAddress: address, size: size)
         memory.store(address, value, size: size)
     }
 

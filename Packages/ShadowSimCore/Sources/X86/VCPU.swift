@@ -58,6 +58,8 @@ public final class VCPU {
     public var counters = VCPUCounters()
     /// What services TLB misses and the side effects of control instructions.
     public var backend: any VCPUBackend = BareMetal.shared
+    /// Sees every store, access result and control instruction (nil: nobody watches).
+    public var observer: (any MachineObserver)?
 
     public private(set) var cr0: UInt64
     /// CR3 as stored (bit 63 of a MOV source is never stored).
@@ -91,6 +93,8 @@ public final class VCPU {
     @inlinable public var mode: PagingMode { controls.mode }
     /// The current PCID (0 unless CR4.PCIDE = 1).
     public var currentPCID: UInt16 { pcid }
+    /// Where a walk starts now: the table CR3 points at, or (PAE) the PDPTE registers.
+    public var pagingRoot: PagingRoot { root }
 
     private func recomputeControls() {
         controls.cr0WP = cr0 & CR0.wp != 0
@@ -117,21 +121,30 @@ public final class VCPU {
     @inlinable
     public func read(_ va: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.reads &+= 1
-        return try access(va, .read, size: size, isUser: (cpl ?? self.cpl) == 3, value: 0)
+        let isUser = (cpl ?? self.cpl) == 3
+        let r = try access(va, .read, size: size, isUser: isUser, value: 0)
+        if let observer { try observer.didAccess(self, va, .read, isUser: isUser, result: r) }
+        return r
     }
 
     /// Writes the low `size` bytes of `value` at `va`.
     @inlinable
     public func write(_ va: UInt64, value: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.writes &+= 1
-        return try access(va, .write, size: size, isUser: (cpl ?? self.cpl) == 3, value: value)
+        let isUser = (cpl ?? self.cpl) == 3
+        let r = try access(va, .write, size: size, isUser: isUser, value: value)
+        if let observer { try observer.didAccess(self, va, .write, isUser: isUser, result: r) }
+        return r
     }
 
     /// Fetches an instruction byte at `va`.
     @inlinable
     public func fetch(_ va: UInt64, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.fetches &+= 1
-        return try access(va, .fetch, size: 1, isUser: (cpl ?? self.cpl) == 3, value: 0)
+        let isUser = (cpl ?? self.cpl) == 3
+        let r = try access(va, .fetch, size: 1, isUser: isUser, value: 0)
+        if let observer { try observer.didAccess(self, va, .fetch, isUser: isUser, result: r) }
+        return r
     }
 
     /// Stores `count` copies of `byte` from `va` (like REP STOSB): one write
@@ -149,6 +162,10 @@ public final class VCPU {
             guard t.isOK else { return t }
             let n = min(left, Int(4096 - (address & 0xFFF)))
             try checkBacked(t.physicalAddress, size: n, va: address)
+            if let observer {
+                try observer.didAccess(self, address, .write, isUser: isUser, result: t)
+                try observer.willStore(self, physicalAddress: t.physicalAddress, size: n)
+            }
             memory.fill(t.physicalAddress, count: n, byte: byte)
             if address == va { first = t }
             address &+= UInt64(n)
@@ -189,6 +206,12 @@ public final class VCPU {
             }
             return .ok(pa, value: v)
         case .write:
+            if let observer {
+                try observer.willStore(self, physicalAddress: pa, size: firstBytes)
+                if firstBytes < size {
+                    try observer.willStore(self, physicalAddress: second.physicalAddress, size: size - firstBytes)
+                }
+            }
             if firstBytes == size {
                 memory.store(pa, value, size: size)
             } else {
@@ -290,6 +313,7 @@ public final class VCPU {
             throw .invalidArgument("CR3 value \(hex(value)) does not fit the 32 bits of \(mode) paging")
         }
         let previous = cr3
+        let previousPCID = pcid
         let previousPDPTEs = pdptes
         if mode == .pae {
             guard let loaded = try loadPDPTEs(cr3: value) else { counters.gp &+= 1; return .generalProtection }
@@ -300,6 +324,7 @@ public final class VCPU {
         counters.cr3Loads &+= 1
         if noFlush { counters.cr3NoFlush &+= 1 }
         backend.cr3Loaded(self, previous: previous, pdptesChanged: previousPDPTEs != pdptes, noFlush: noFlush)
+        try observer?.didControl(self, .cr3Load(previousCR3: previous, previousPCID: previousPCID, noFlush: noFlush))
         return .ok(0)
     }
 
@@ -342,6 +367,7 @@ public final class VCPU {
             recomputeControls()
         }
         backend.cr4Written(self, previous: previous)
+        try observer?.didControl(self, .cr4Write(previous: previous))
         return .ok(0)
     }
 
@@ -355,6 +381,7 @@ public final class VCPU {
         cr0 = value
         recomputeControls()
         backend.cr0Written(self, previous: previous)
+        try observer?.didControl(self, .cr0Write(previous: previous))
         return .ok(0)
     }
 
@@ -368,6 +395,7 @@ public final class VCPU {
         efer = value
         recomputeControls()
         backend.eferWritten(self, previous: previous)
+        try observer?.didControl(self, .eferWrite(previous: previous))
         return .ok(0)
     }
 
@@ -393,12 +421,13 @@ public final class VCPU {
         counters.invlpg &+= 1
         guard PageWalker.isCanonical(va, mode: mode) else { return .ok(0) }
         backend.invlpg(self, va)
+        try observer?.didControl(self, .invlpg(va))
         return .ok(0)
     }
 
     /// INVPCID (executed at CPL 0): #GP for a bad type, a PCID above 4095, a non-canonical
     /// address (type 0), or a non-zero PCID while CR4.PCIDE = 0 (types 0 and 1).
-    public func invpcid(type rawType: Int, pcid target: UInt64, address va: UInt64) -> AccessResult {
+    public func invpcid(type rawType: Int, pcid target: UInt64, address va: UInt64) throws(MachineError) -> AccessResult {
         counters.invpcid &+= 1
         guard cpl == 0, let type = InvpcidType(rawValue: rawType), target <= 0xFFF else {
             counters.gp &+= 1
@@ -417,6 +446,7 @@ public final class VCPU {
             break
         }
         backend.invpcid(self, type, pcid: UInt16(target), address: va)
+        try observer?.didControl(self, .invpcid(type, pcid: UInt16(target), address: va))
         return .ok(0)
     }
 }

@@ -1,0 +1,227 @@
+import X86
+import ShadowMMU
+
+/// Judges every access result a vCPU gets against what x86 allows, and the shadow
+/// MMU's invariants at every sync point (reference §3 and §10).
+///
+/// The rule (per vCPU and linear address): the vCPU may use the translation the
+/// guest's tables give now, or any translation they gave at some time since the vCPU
+/// last invalidated that address (INVLPG of it, a flushing MOV to CR3 of its PCID for
+/// non-global entries, a PGE toggle, INVPCID that covers it). Non-present entries are
+/// never cached, so a change from not present to present needs no invalidation.
+///
+/// How: before any store lands in a frame that holds paging structures reachable from a
+/// root some vCPU uses (its current root, or a root still cached under another PCID),
+/// the translations the store may take away are recorded for the vCPUs using that root,
+/// tagged with the PCID (or as global). Invalidations remove what the SDM says they
+/// remove, and nothing more, so the checker never demands more than the architecture.
+public final class ArchitecturalChecker: MachineObserver {
+    public let machine: Machine
+    public let mmu: ShadowMMU?
+    /// Verify the shadow MMU's invariants after every event, not only at sync points.
+    public var paranoid: Bool
+    /// Events seen (accesses and control instructions), numbered from 1.
+    public internal(set) var events: UInt64 = 0
+    public internal(set) var accessesChecked: UInt64 = 0
+    public internal(set) var recordsAdded: UInt64 = 0
+
+    /// A translation a vCPU may still use although the tables no longer give it.
+    struct Stale {
+        var pageBase: UInt64          // linear base of the page
+        var size: PageSize
+        var frame: UInt64             // physical base
+        var rights: PageRights        // W, U, XD (raw) combined over the levels
+        var dirty: Bool
+        var tag: Int32                // PCID, or -1 for a global translation
+        var since: UInt64             // event after which the tables stopped giving it
+        var entryAddress: UInt64      // where its leaf entry lives
+    }
+
+    /// A root a vCPU runs on, or still has cached under a PCID.
+    struct Context {
+        var pcid: UInt16
+        var root: PagingRoot
+    }
+
+    var stale: [[UInt64: [Stale]]]
+    var contexts: [[Context]]
+    var index = StructureIndex()
+    var indexValid = false
+    var recent = RecentEvents()
+
+    public init(machine: Machine, mmu: ShadowMMU?, paranoid: Bool = false) {
+        self.machine = machine
+        self.mmu = mmu
+        self.paranoid = paranoid
+        stale = Array(repeating: [:], count: machine.vcpus.count)
+        contexts = machine.vcpus.map { [Context(pcid: $0.currentPCID, root: $0.pagingRoot)] }
+        for v in machine.vcpus { v.observer = self }
+    }
+
+    // MARK: Stores
+
+    public func willStore(_ vcpu: VCPU?, physicalAddress pa: UInt64, size: Int) throws(MachineError) {
+        let who = vcpu.map { "vcpu[\($0.index + 1)]" } ?? "host"
+        recent.add(events &+ 1, "\(who) store of \(size) bytes to gpa \(hex(pa))", frame: pa >> 12)
+        ensureIndex()
+        guard let uses = index.tables[pa >> 12] else { return }
+        for use in uses {
+            let esize = UInt64(use.entrySize)
+            let first = (pa & 0xFFF) / esize
+            let last = min(((pa & 0xFFF) + UInt64(size) - 1) / esize, UInt64(use.entries - 1))
+            guard first <= last else { continue }
+            for i in first...last {
+                let address = (pa & ~0xFFF) + i * esize
+                let entry = machine.memory.load(address, size: use.entrySize)
+                if use.level > 1 { indexValid = false }
+                guard entry & PTE.present != 0 else { continue }
+                let va = use.vaBase &+ i * use.span
+                var found: [Leaf] = []
+                index.collectLeaves(entry: entry, address: address, level: use.level, va: va, rights: use.rights,
+                                    controls: use.controls, memory: machine.memory, into: &found)
+                for (vcpuIndex, pcid) in index.users[use.root] ?? [] {
+                    let pge = machine.vcpus[vcpuIndex].cr4 & CR4.pge != 0
+                    for leaf in found { addStale(leaf, vcpu: vcpuIndex, pcid: pcid, pge: pge) }
+                }
+            }
+        }
+    }
+
+    func addStale(_ leaf: Leaf, vcpu: Int, pcid: UInt16, pge: Bool) {
+        let record = Stale(pageBase: leaf.va, size: leaf.size, frame: leaf.frame, rights: leaf.rights, dirty: leaf.dirty,
+                           tag: leaf.global && pge ? -1 : Int32(pcid), since: events, entryAddress: leaf.entryAddress)
+        let key = StructureIndex.key(leaf.va, leaf.size)
+        var list = stale[vcpu][key] ?? []
+        guard !list.contains(where: { $0.frame == record.frame && $0.rights == record.rights && $0.tag == record.tag
+                                      && $0.dirty == record.dirty }) else { return }
+        list.append(record)
+        stale[vcpu][key] = list
+        recordsAdded &+= 1
+    }
+
+    /// Records every translation of `root` for a vCPU (the entries it may have cached
+    /// before leaving that context).
+    func snapshot(_ root: PagingRoot, vcpu: Int, pcid: UInt16, onlyGlobal: Bool) {
+        let v = machine.vcpus[vcpu]
+        let pge = v.cr4 & CR4.pge != 0
+        if onlyGlobal && !pge { return }
+        var leaves: [Leaf] = []
+        index.enumerateLeaves(root: root, controls: v.controls, memory: machine.memory) { leaves.append($0) }
+        for leaf in leaves where !onlyGlobal || leaf.global {
+            addStale(leaf, vcpu: vcpu, pcid: pcid, pge: pge)
+        }
+    }
+
+    func ensureIndex() {
+        guard !indexValid else { return }
+        var users: [(PagingRoot, PagingControls, Int, UInt16)] = []
+        for (i, list) in contexts.enumerated() {
+            for c in list { users.append((c.root, machine.vcpus[i].controls, i, c.pcid)) }
+        }
+        index.rebuild(users, memory: machine.memory)
+        indexValid = true
+    }
+
+    // MARK: Control instructions
+
+    public func didControl(_ vcpu: VCPU, _ event: ControlEvent) throws(MachineError) {
+        events &+= 1
+        let v = vcpu.index
+        recent.add(events, "vcpu[\(v + 1)] \(describe(event))", frame: nil)
+        switch event {
+        case .cr3Load(_, let previousPCID, let noFlush):
+            let old = contexts[v][0]
+            let pcide = vcpu.cr4 & CR4.pcide != 0
+            let newPCID = vcpu.currentPCID
+            // Global translations of the root being left survive the load.
+            snapshot(old.root, vcpu: v, pcid: previousPCID, onlyGlobal: true)
+            if pcide {
+                // The old context may still be used later (under its PCID, with whatever root).
+                if newPCID != previousPCID || noFlush {
+                    snapshot(old.root, vcpu: v, pcid: previousPCID, onlyGlobal: false)
+                }
+                if !noFlush { removeStale(v) { $0.tag == Int32(newPCID) } }
+                var list = contexts[v].dropFirst().filter { $0.pcid != newPCID }
+                if newPCID != previousPCID { list.append(old) }
+                contexts[v] = [Context(pcid: newPCID, root: vcpu.pagingRoot)] + list
+            } else {
+                removeStale(v) { $0.tag == 0 }
+                contexts[v] = [Context(pcid: 0, root: vcpu.pagingRoot)]
+            }
+            indexValid = false
+        case .invlpg(let va):
+            let pcid = Int32(vcpu.currentPCID)
+            removeStale(v, covering: va) { $0.tag == pcid || $0.tag == -1 }
+        case .invpcid(let type, let pcid, let va):
+            switch type {
+            case .individualAddress: removeStale(v, covering: va) { $0.tag == Int32(pcid) }
+            case .singleContext:
+                removeStale(v) { $0.tag == Int32(pcid) }
+                dropCachedContexts(v) { $0.pcid == pcid }
+            case .allContextsIncludingGlobals:
+                removeStale(v) { _ in true }
+                dropCachedContexts(v) { _ in true }
+            case .allContexts:
+                removeStale(v) { $0.tag != -1 }
+                dropCachedContexts(v) { _ in true }
+            }
+        case .cr4Write(let previous):
+            let changed = previous ^ vcpu.cr4
+            if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && vcpu.cr4 & CR4.pcide == 0) {
+                removeStale(v) { _ in true }
+                dropCachedContexts(v) { _ in true }
+                contexts[v][0].pcid = vcpu.currentPCID
+            } else if changed & CR4.smep != 0 && vcpu.cr4 & CR4.smep != 0 {
+                let pcid = Int32(vcpu.currentPCID)
+                removeStale(v) { $0.tag == pcid }
+            }
+            contexts[v][0].root = vcpu.pagingRoot
+            indexValid = false
+        case .cr0Write, .eferWrite:
+            break
+        }
+        try verifyMMU(after: "vcpu[\(v + 1)] \(describe(event))")
+    }
+
+    func removeStale(_ v: Int, where shouldRemove: (Stale) -> Bool) {
+        for (key, list) in stale[v] {
+            let kept = list.filter { !shouldRemove($0) }
+            stale[v][key] = kept.isEmpty ? nil : kept
+        }
+    }
+
+    func removeStale(_ v: Int, covering va: UInt64, where shouldRemove: (Stale) -> Bool) {
+        for size in [PageSize.size4K, .size2M, .size4M, .size1G] {
+            let key = StructureIndex.key(va & ~size.offsetMask, size)
+            guard let list = stale[v][key] else { continue }
+            let kept = list.filter { !shouldRemove($0) }
+            stale[v][key] = kept.isEmpty ? nil : kept
+        }
+    }
+
+    func dropCachedContexts(_ v: Int, where shouldDrop: (Context) -> Bool) {
+        contexts[v] = [contexts[v][0]] + contexts[v].dropFirst().filter { !shouldDrop($0) }
+        indexValid = false
+    }
+
+    func verifyMMU(after what: String) throws(MachineError) {
+        guard let mmu else { return }
+        let problems = mmu.verify()
+        guard problems.isEmpty else {
+            throw .violation("shadow MMU invariant broken at event \(events) (after \(what)) under policy \(mmu.policy.name):\n  "
+                             + problems.prefix(5).joined(separator: "\n  ") + recent.report(frames: nil))
+        }
+    }
+
+    func describe(_ event: ControlEvent) -> String {
+        switch event {
+        case .cr3Load(let previous, _, let noFlush):
+            return "MOV to CR3 (from \(hex(previous)))\(noFlush ? " without flush" : "")"
+        case .cr4Write(let previous): return "MOV to CR4 (from \(hex(previous)))"
+        case .cr0Write(let previous): return "MOV to CR0 (from \(hex(previous)))"
+        case .eferWrite(let previous): return "WRMSR EFER (from \(hex(previous)))"
+        case .invlpg(let va): return "INVLPG \(hex(va))"
+        case .invpcid(let type, let pcid, let va): return "INVPCID \(type) PCID \(pcid) \(hex(va))"
+        }
+    }
+}
