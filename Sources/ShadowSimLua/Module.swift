@@ -128,7 +128,7 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
     if let factory {
         let policy: any SyncPolicy
         do { policy = try factory.make() } catch { throw LuaRaise(error.description) }
-        mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig)
+        mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig, host: session.host)
     }
     let kernel = try core { () throws(MachineError) in try GuestKernel(machine: machine) }
     let checker = (try o.boolean("check") ?? session.check)

@@ -17,6 +17,8 @@ public final class Session {
     public let check: Bool
     public let paranoid: Bool
     public private(set) var vms: [ScenarioVM] = []
+    /// What the session's VMs share (host-wide policy state).
+    public let host = SimulationHost()
     /// Values the script stored with `shadowsim.record`, in the order first recorded.
     public private(set) var records: [(key: String, value: JSONValue)] = []
     var random: Xoshiro256

@@ -5,6 +5,7 @@ import GlobalList
 import VMList
 import XenOOS
 import TDP
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,10 +56,10 @@ public enum PolicyCatalog {
 /// Loads policy plugins through their versioned C entry points. A plugin is never
 /// unloaded (Swift code must not be unmapped).
 enum PluginLoader {
-    nonisolated(unsafe) static var loaded: [String: PolicyFactory] = [:]
+    static let loaded = Mutex<[String: PolicyFactory]>([:])
 
     static func factory(path: String) throws(PolicyLoadError) -> PolicyFactory {
-        if let f = loaded[path] { return f }
+        if let f = loaded.withLock({ $0[path] }) { return f }
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw PolicyLoadError(description: "cannot load policy plugin \(path): \(dlError())")
         }
@@ -85,7 +86,7 @@ enum PluginLoader {
         }
         let sample = try instantiate()
         let factory = PolicyFactory(name: sample.name, summary: sample.summary, origin: path, make: instantiate)
-        loaded[path] = factory
+        loaded.withLock { $0[path] = factory }
         return factory
     }
 

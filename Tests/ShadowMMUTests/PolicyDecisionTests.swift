@@ -18,6 +18,7 @@ final class Guest {
     var cpu: VCPU { machine.vcpus[0] }
 
     init(_ policy: any SyncPolicy, mode: PagingMode = .long4, vcpus: Int = 1, processes: Int = 2,
+         host: SimulationHost = SimulationHost(),
          configure: (inout ShadowMMUConfiguration) -> Void = { _ in }) throws {
         var config = MachineConfiguration(mode: mode)
         config.vcpuCount = vcpus
@@ -25,7 +26,7 @@ final class Guest {
         machine = try Machine(config)
         var mmuConfig = ShadowMMUConfiguration()
         configure(&mmuConfig)
-        mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig)
+        mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig, host: host)
         kernel = try GuestKernel(machine: machine)
         let k = kernel, m = machine
         spaces = try (0..<processes).map { _ in try k.newAddressSpace(by: m.vcpus[0]) }
@@ -176,7 +177,8 @@ final class Guest {
     }
 
     @Test func globalListWalksPastOtherVMsEntries() throws {
-        let a = try Guest(GlobalList()), b = try Guest(GlobalList())
+        let host = SimulationHost()
+        let a = try Guest(GlobalList(), host: host), b = try Guest(GlobalList(), host: host)
         for g in [a, b] {
             _ = try g.map(0, table: 0, page: 0)
             try g.switchTo(0)

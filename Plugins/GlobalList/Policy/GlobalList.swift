@@ -13,14 +13,21 @@ public final class GlobalList: SyncPolicy {
     public let lockDomain = LockDomain.hostLock
     public let shadowsGuestTables = true
 
-    /// The list every VM of this process shares.
-    nonisolated(unsafe) static let hostList = UnsyncList()
+    /// The list every VM of the host shares (kept in the simulation host).
+    private var hostList = UnsyncList()
     private unowned(unsafe) var mmu: ShadowMMU?
 
     public init() {}
-    deinit { if let mmu { GlobalList.hostList.removeAll(of: mmu) } }
+    deinit { if let mmu { hostList.removeAll(of: mmu) } }
 
-    public func attach(to mmu: ShadowMMU) { self.mmu = mmu }
+    public func attach(to mmu: ShadowMMU) {
+        self.mmu = mmu
+        if let shared = mmu.host.shared[name] as? UnsyncList {
+            hostList = shared
+        } else {
+            mmu.host.shared[name] = hostList
+        }
+    }
 
     /// As KVM: leaf pages unsync unless some shadow of the frame is an upper level.
     public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
@@ -29,11 +36,11 @@ public final class GlobalList: SyncPolicy {
 
     public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
         mmu.chargeLock(work: 1)
-        GlobalList.hostList.append(page, of: mmu)
+        hostList.append(page, of: mmu)
     }
 
     public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
-        GlobalList.hostList.remove(page)
+        hostList.remove(page)
     }
 
     /// A new CR3 frees the roots (rebuilt, and so synced, on entry); a flushing reload
@@ -47,7 +54,7 @@ public final class GlobalList: SyncPolicy {
     }
 
     public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
-        GlobalList.hostList.syncEveryPage(of: vcpu)
+        hostList.syncEveryPage(of: vcpu)
     }
 
     public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
@@ -60,6 +67,6 @@ public final class GlobalList: SyncPolicy {
     }
 
     public func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        GlobalList.hostList.syncEveryPage(of: vcpu)
+        hostList.syncEveryPage(of: vcpu)
     }
 }

@@ -1,5 +1,20 @@
 import X86
 
+/// What the VMs of one simulation share: the host. Policies with host-wide state (a
+/// global list under a global lock) keep it here, so separate simulations in one
+/// process never see each other.
+public final class SimulationHost {
+    /// Shared objects by key (a policy's name).
+    public var shared: [String: AnyObject] = [:]
+    /// The MMUs of the host's VMs.
+    public var mmus: [ShadowMMU] { weakMMUs.compactMap(\.mmu) }
+    var weakMMUs: [WeakMMU] = []
+
+    public init() {}
+
+    struct WeakMMU { weak var mmu: ShadowMMU? }
+}
+
 /// Settings of one VM's shadow MMU.
 public struct ShadowMMUConfiguration: Sendable {
     /// Shadow pages the VM may hold; nil means KVM's default (20 per mille of guest
@@ -29,11 +44,11 @@ public final class ShadowMMU {
     public let machine: Machine
     public let policy: any SyncPolicy
     public let configuration: ShadowMMUConfiguration
+    /// The simulation this VM runs in (shared by its VMs).
+    public let host: SimulationHost
     public internal(set) var stats = MMUStats()
     /// Per-vCPU state, in vCPU order.
     public internal(set) var vcpus: [ShadowVCPU] = []
-    /// Other MMUs that share a host-wide lock with this one (set by the host).
-    public var hostPeers: () -> [ShadowMMU] = { [] }
 
     var pages: [ShadowPage?] = []
     var freeIDs: [Int32] = []
@@ -58,13 +73,16 @@ public final class ShadowMMU {
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
     var tdpMapped = Set<UInt64>()
 
-    public init(machine: Machine, policy: any SyncPolicy, configuration: ShadowMMUConfiguration = .init()) {
+    public init(machine: Machine, policy: any SyncPolicy, configuration: ShadowMMUConfiguration = .init(),
+                host: SimulationHost = SimulationHost()) {
         self.machine = machine
         self.policy = policy
         self.configuration = configuration
+        self.host = host
         let guestPages = Int(machine.memory.capacity >> 12)
         maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
         vcpus = machine.vcpus.map { ShadowVCPU(mmu: self, vcpu: $0) }
+        host.weakMMUs.append(SimulationHost.WeakMMU(mmu: self))
         policy.attach(to: self)
         for v in vcpus { v.vcpu.backend = v }
     }
