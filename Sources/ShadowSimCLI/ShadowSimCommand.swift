@@ -1,6 +1,7 @@
 import ArgumentParser
 import ShadowSimLua
 import ShadowSimPolicies
+import ShadowMMU
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,7 @@ public struct ShadowSimCommand: ParsableCommand {
         commandName: "shadowsim",
         abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
         version: shadowSimVersion,
-        subcommands: [Run.self, Policies.self])
+        subcommands: [Run.self, Policies.self, Bugs.self])
 
     public init() {}
 }
@@ -40,6 +41,9 @@ struct Run: ParsableCommand {
     @Flag(help: "With --check: verify the shadow MMU's invariants after every event.")
     var paranoid = false
 
+    @Option(help: "Plant a known bug in every shadow MMU, to see the checker catch it (see `shadowsim bugs`).")
+    var injectBug: String?
+
     @Option(help: "Sync policy of VMs that do not name one: a built-in name (see `shadowsim policies`), bare-metal, or the path of a policy .so.")
     var policy = "kvm-unsync"
 
@@ -55,8 +59,16 @@ struct Run: ParsableCommand {
                 throw ExitCode(2)
             }
         }
+        var bug: PlantedBug?
+        if let injectBug {
+            guard let b = PlantedBug(rawValue: injectBug) else {
+                printError("shadowsim: unknown bug '\(injectBug)' (see `shadowsim bugs`)")
+                throw ExitCode(2)
+            }
+            bug = b
+        }
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: policy,
-                                        check: check || paranoid, paranoid: paranoid)
+                                        check: check || paranoid, paranoid: paranoid, plantedBug: bug)
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
         }
@@ -90,6 +102,19 @@ struct Policies: ParsableCommand {
         let width = rows.map(\.0.count).max() ?? 0
         for (name, summary) in rows {
             print(name + String(repeating: " ", count: width - name.count + 2) + summary)
+        }
+    }
+}
+
+/// `shadowsim bugs`: the bugs --inject-bug can plant.
+struct Bugs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the bugs --inject-bug can plant in the shadow MMU.")
+
+    func run() throws {
+        let width = PlantedBug.allCases.map(\.rawValue.count).max() ?? 0
+        for bug in PlantedBug.allCases {
+            print(bug.rawValue + String(repeating: " ", count: width - bug.rawValue.count + 2) + bug.summary
+                  + " [" + bug.policy + "]")
         }
     }
 }

@@ -92,7 +92,7 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
 private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> Int32 {
     let o = try call.options(1, allowed: ["mode", "vcpus", "memory", "maxphyaddr", "wp", "pse", "pge",
                                           "smep", "smap", "nxe", "tlb_entries", "name", "policy", "shadow_pages",
-                                          "prefetch", "host_pages", "vcpus_running", "costs", "check"])
+                                          "prefetch", "host_pages", "vcpus_running", "costs", "check", "inject_bug"])
     let modeName = try o.choice("mode", PagingMode.allCases.map(\.description)) ?? "long4"
     var config = MachineConfiguration(mode: PagingMode(name: modeName)!)
     config.vcpuCount = Int(try o.integer("vcpus", in: 1...Int64(MachineConfiguration.maxVCPUs)) ?? 1)
@@ -112,6 +112,11 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
     mmuConfig.prefetch = try o.boolean("prefetch") ?? true
     if let host = try o.choice("host_pages", ["4k", "2m", "1g"]) { mmuConfig.hostPageSize = PageSize(name: host)! }
     mmuConfig.otherVCPUsRunning = try o.boolean("vcpus_running") ?? true
+    if let bug = try o.choice("inject_bug", PlantedBug.allCases.map(\.rawValue)) {
+        mmuConfig.plantedBugs = [PlantedBug(rawValue: bug)!]
+    } else if let bug = session.plantedBug {
+        mmuConfig.plantedBugs = [bug]
+    }
     if let costs = try o.numberTable("costs") {
         for (key, value) in costs {
             guard value >= 0, mmuConfig.costs.set(key, value) else {

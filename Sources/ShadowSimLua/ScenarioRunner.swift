@@ -1,6 +1,7 @@
 import CLua
 import CLuaShim
 import LuaKit
+import ShadowMMU
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,8 +20,10 @@ public enum ScenarioRunner {
     /// Runs `path`. Errors of the script (including failed expectations) are in the
     /// result; the report is produced either way, so nothing gathered is lost.
     public static func run(path: String, seed: UInt64 = 0, arguments: [String] = [],
-                           policy: String = "kvm-unsync", check: Bool = false, paranoid: Bool = false) -> ScenarioResult {
-        let session = Session(seed: seed, arguments: arguments, defaultPolicy: policy, check: check, paranoid: paranoid)
+                           policy: String = "kvm-unsync", check: Bool = false, paranoid: Bool = false,
+                           plantedBug: PlantedBug? = nil) -> ScenarioResult {
+        let session = Session(seed: seed, arguments: arguments, defaultPolicy: policy, check: check, paranoid: paranoid,
+                              plantedBug: plantedBug)
         let lua = LuaState()
         lua.openStandardLibraries()
         var failure: LuaScriptError?

@@ -16,6 +16,8 @@ public final class Session {
     /// after every event rather than at sync points (`--paranoid`).
     public let check: Bool
     public let paranoid: Bool
+    /// A bug planted in every shadow MMU (`--inject-bug`).
+    public let plantedBug: PlantedBug?
     public private(set) var vms: [ScenarioVM] = []
     /// What the session's VMs share (host-wide policy state).
     public let host = SimulationHost()
@@ -24,7 +26,8 @@ public final class Session {
     var random: Xoshiro256
 
     public init(seed: UInt64, arguments: [String], defaultPolicy: String = "kvm-unsync", check: Bool = false,
-                paranoid: Bool = false) {
+                paranoid: Bool = false, plantedBug: PlantedBug? = nil) {
+        self.plantedBug = plantedBug
         self.seed = seed
         self.defaultPolicy = defaultPolicy
         self.check = check

@@ -154,7 +154,7 @@ extension ShadowVCPU {
             break
         }
         let isWrite = kind == .write
-        if isWrite && mmu.isWriteTracked(walk.gfn) {
+        if isWrite && mmu.isWriteTracked(walk.gfn) && !mmu.has(.upperLevelUnsync) {
             // A store to an upper-level table: always emulated.
             clearFloodingOnPath(va)
             stats.pfEmulate &+= 1
@@ -213,7 +213,9 @@ extension ShadowVCPU {
             if t.rights.contains(.user) { access |= Access.user }
             if !t.rights.contains(.executeDisable) { access |= Access.exec }
             // A clean leaf gets a read-only spte unless this is the write that dirties it.
-            if kind != .write && walk.entries[t.leafLevel] & PTE.dirty == 0 { access &= ~Access.write }
+            if kind != .write && walk.entries[t.leafLevel] & PTE.dirty == 0 && !mmu.has(.dirtyCleanLeafWritable) {
+                access &= ~Access.write
+            }
             walk.pteAccess = access
         }
         return (outcome, walk)
@@ -261,7 +263,7 @@ extension ShadowVCPU {
             let role = childRole(of: sp, index: index, direct: false, access: walk.accessAbove(level: tableLevel))
             let child = mmu.getShadowPage(gfn: walk.tableGFN(level: tableLevel), role: role, vcpu: self)
             // Sync before link: a non-present → present guest entry needs no flush.
-            if child.unsyncChildren > 0 { mmu.syncChildren(of: child, vcpu: self) }
+            if child.unsyncChildren > 0 && !mmu.has(.linkUnsyncWithoutSync) { mmu.syncChildren(of: child, vcpu: self) }
             mmu.link(SPTERef(page: sp.id, index: index), to: child)
             sp = child
         }
@@ -414,7 +416,7 @@ extension ShadowMMU {
                 continue
             }
             guard let (first, count) = writtenSPTEs(sp, gpa: gpa) else { continue }
-            for i in first..<(first + count) {
+            for i in first..<(first + count) where !has(.emulatedWriteKeepsSPTE) {
                 let spte = sp.spt[i]
                 zapSPTE(sp, i)
                 if newEntry != 0 && sp.level != 1 { stats.mmuPDEZapped &+= 1 }

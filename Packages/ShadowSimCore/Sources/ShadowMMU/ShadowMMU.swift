@@ -28,6 +28,8 @@ public struct ShadowMMUConfiguration: Sendable {
     /// Whether vCPUs other than the one acting count as running (so a remote flush must
     /// interrupt them) rather than halted.
     public var otherVCPUsRunning = true
+    /// Bugs to plant (fault injection for testing the checker). Empty normally.
+    public var plantedBugs: Set<PlantedBug> = []
     public var costs = CostModel()
 
     public init() {}
@@ -90,6 +92,11 @@ public final class ShadowMMU {
     public var mode: PagingMode { machine.mode }
     public var usedShadowPages: Int { Int(stats.shadowPages) }
 
+    /// Whether `bug` was planted.
+    @inline(__always) public func has(_ bug: PlantedBug) -> Bool {
+        !configuration.plantedBugs.isEmpty && configuration.plantedBugs.contains(bug)
+    }
+
     public func page(_ id: Int32) -> ShadowPage? {
         id >= 0 && Int(id) < pages.count ? pages[Int(id)] : nil
     }
@@ -134,7 +141,7 @@ public final class ShadowMMU {
                 if role.level > 1 && sp.unsync { prepareZap(sp) }
                 continue
             }
-            if !sp.role.direct && sp.unsync, let vcpu {
+            if !sp.role.direct && sp.unsync && !has(.linkUnsyncWithoutSync), let vcpu {
                 let result = syncPage(sp, vcpu: vcpu)
                 if result < 0 { break }       // zapped: build it again
                 if result > 0 { flushRemoteTLBs() }
@@ -169,7 +176,8 @@ public final class ShadowMMU {
         if sp.level > 1 { writeTracked[sp.gfn, default: 0] += 1 }
         disallowLarge[sp.gfn >> 9 | 1 << 62, default: 0] += 1
         disallowLarge[sp.gfn >> 18 | 1 << 63, default: 0] += 1
-        if writeProtect(gfn: sp.gfn) { flushRemoteTLBs() }
+        if has(.writableSPTEToNewTable) { return }
+        if writeProtect(gfn: sp.gfn) && !has(.skipRemoteFlushAfterWriteProtect) { flushRemoteTLBs() }
     }
 
     private func unaccountShadowed(_ sp: ShadowPage) {
@@ -249,11 +257,11 @@ public final class ShadowMMU {
 
     /// KVM's `kvm_unsync_page`: the page may now go stale; its parents learn of it.
     public func markUnsync(_ sp: ShadowPage) {
-        precondition(sp.level == 1 && !sp.role.direct, "only indirect leaf pages may go unsync")
+        // Only indirect leaves may go unsync; verify() reports a policy that breaks it.
         guard !sp.unsync else { return }
         sp.unsync = true
-        stats.mmuUnsync &+= 1
-        markParentsUnsync(sp)
+        stats.mmuUnsync &+= has(.miscountUnsync) ? 2 : 1
+        if !has(.forgetMarkParentsUnsync) { markParentsUnsync(sp) }
         policy.didUnsync(sp, in: self)
     }
 
@@ -261,7 +269,7 @@ public final class ShadowMMU {
     /// stays read-only; a sync or a prefetch never unsyncs; otherwise every leaf shadow
     /// of the frame is marked unsync and the mapping may be writable.
     public func unsyncLeafShadows(of gfn: UInt64, _ request: WritableMappingRequest) -> Bool {
-        if isWriteTracked(gfn) { return false }
+        if isWriteTracked(gfn) && !has(.upperLevelUnsync) { return false }
         for page in shadowPages(of: gfn) {
             if request.synchronizing { return false }
             if page.unsync { continue }
@@ -380,7 +388,7 @@ public final class ShadowMMU {
         for ref in sp.parents { page(ref.page)?.spt[Int(ref.index)] = 0 }
         sp.parents.removeAll()
         if !sp.role.invalid && sp.hasGPTEs { unaccountShadowed(sp) }
-        if sp.unsync { unlinkUnsync(sp) }
+        if sp.unsync && !has(.zapKeepsUnsync) { unlinkUnsync(sp) }
         if sp.onActiveList { removeFromActive(sp) }
         if sp.rootCount == 0 {
             zapped += 1

@@ -39,6 +39,8 @@ public final class ShadowVCPU: VCPUBackend {
     public internal(set) var stats = VCPUMMUStats()
     /// State a policy keeps per vCPU.
     public var policyState: AnyObject?
+    /// Whether the last `switchRoot` reused a root.
+    var lastSwitchReusedRoot = false
 
     init(mmu: ShadowMMU, vcpu: VCPU) {
         self.mmu = mmu
@@ -98,7 +100,7 @@ public final class ShadowVCPU: VCPUBackend {
         if pending.contains(.flushCurrent) {
             pending.remove(.flushCurrent)
             stats.tlbFlush &+= 1
-            vcpu.tlb.flushAll()
+            if !mmu.has(.dropLocalFlushAfterSync) { vcpu.tlb.flushAll() }
         }
         if pending.contains(.flushGuest) {
             pending.remove(.flushGuest)
@@ -223,6 +225,7 @@ public final class ShadowVCPU: VCPUBackend {
             request(.loadPGD)
             mmu.page(root.page)?.writeFloodingCount = 0
         }
+        lastSwitchReusedRoot = found
         return found
     }
 
@@ -235,7 +238,7 @@ public final class ShadowVCPU: VCPUBackend {
     /// flushes; cached roots of that PCID are freed (with PCIDs on).
     public func invalidatePCIDRoots(_ target: UInt16) {
         if vcpu.currentPCID == target {
-            request(.syncRoots)
+            if !(mmu.has(.reuseCachedRootWithoutSync) && lastSwitchReusedRoot) { request(.syncRoots) }
             request(.flushCurrent)
         }
         guard vcpu.cr4 & CR4.pcide != 0 else { return }
@@ -267,6 +270,7 @@ public final class ShadowVCPU: VCPUBackend {
     /// KVM's `__kvm_mmu_invalidate_addr` over the selected roots: in every unsync page
     /// on the path of `va`, re-derive that one spte (the page stays unsync).
     public func resyncEntry(_ va: UInt64, roots: RootSelection) {
+        let roots = mmu.has(.invlpgCurrentRootOnly) ? roots.intersection(.current) : roots
         var slots: [RootSlot] = []
         if roots.contains(.current) { slots.append(root) }
         for i in 0..<3 where roots.contains(.previous(i)) { slots.append(previousRoots[i]) }

@@ -37,7 +37,7 @@ extension ShadowMMU {
         }
         let gfn = guestFrame(of: gpte, sp: sp)
         var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: vcpu.vcpu.controls.executeDisableEnabled)
-        if gpte & PTE.dirty == 0 { access &= ~Access.write }
+        if gpte & PTE.dirty == 0 && !has(.dirtyCleanLeafWritable) { access &= ~Access.write }
         // Sync never changes the frame in place: a new frame means drop and refault.
         if gfn != SPTE.target(spte) {
             dropSPTE(SPTERef(page: sp.id, index: index))
