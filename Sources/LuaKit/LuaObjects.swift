@@ -20,6 +20,9 @@ extension LuaState {
             pushFunction(methodName, isMethod: true, fn)
             lua_setfield(L, -2, methodName)
         }
+        // The methods table is also kept as __methods (for wrappers such as a scheduler).
+        lua_pushvalue(L, -1)
+        lua_setfield(L, -3, "__methods")
         if let index {
             // __index(self, key) gets the methods table as upvalue 3.
             pushFunction("__index", isMethod: false, upvalues: 1, index)

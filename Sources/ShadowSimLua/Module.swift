@@ -73,6 +73,18 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
     lua_setfield(L, -2, "walk")
     lua_setfield(L, -2, "x86")
 
+    // The vCPU and address-space method tables, for shadowsim.interleave to wrap.
+    lua_createtable(L, 0, 2)
+    for (field, className) in [("vcpu", ClassName.vcpu), ("space", ClassName.space)] {
+        lua_pushstring(L, className)
+        lua_rawget(L, luashim_registryindex())
+        lua_pushstring(L, "__methods")
+        lua_rawget(L, -2)
+        lua_setfield(L, -3, field)
+        luashim_pop(L, 1)
+    }
+    lua_setfield(L, -2, "_methods")
+
     // package.loaded.shadowsim = module; shadowsim = module
     lua_getglobal(L, "package")
     if lua_type(L, -1) == LUA_TTABLE {

@@ -99,6 +99,58 @@ function M.expect_error(pattern, f, ...)
   return err
 end
 
+--- Runs `tasks` (a list of functions) as interleaved threads: each vCPU or address-space
+--- operation is a step, and a generator seeded with `seed` picks which task takes the
+--- next step, so a schedule is random but reproducible. Returns the number of steps.
+--- An error in a task ends the run with that error.
+function M.interleave(seed, tasks)
+  if math.type(seed) ~= "integer" then error("bad argument #1 to 'interleave' (integer seed expected)", 2) end
+  if type(tasks) ~= "table" or #tasks == 0 then error("bad argument #2 to 'interleave' (list of functions expected)", 2) end
+  for i, t in ipairs(tasks) do
+    if type(t) ~= "function" then error(("bad argument #2 to 'interleave' (task %d is a %s, not a function)"):format(i, type(t)), 2) end
+  end
+  if M._interleaving then error("interleave cannot be nested", 2) end
+  -- xorshift64: the schedule depends on `seed` only.
+  local x = seed ~ 0x9E3779B97F4A7C15
+  if x == 0 then x = 1 end
+  local function pick(n)
+    x = x ~ (x << 13); x = x ~ (x >> 7); x = x ~ (x << 17)
+    return (x % n) + 1
+  end
+  -- While the tasks run, every operation yields after it completes.
+  local saved = {}
+  local function wrap(methods, skip)
+    for name, f in pairs(methods) do
+      if not skip[name] then
+        saved[#saved + 1] = { methods, name, f }
+        methods[name] = function(...)
+          local r = table.pack(f(...))
+          if coroutine.isyieldable() then coroutine.yield() end
+          return table.unpack(r, 1, r.n)
+        end
+      end
+    end
+  end
+  local passive = { regs = true, counters = true, index = true, tlb_entries = true, entry = true, leaf = true }
+  wrap(M._methods.vcpu, passive)
+  wrap(M._methods.space, passive)
+  M._interleaving = true
+  local threads = {}
+  for i, t in ipairs(tasks) do threads[i] = coroutine.create(t) end
+  local steps, failure = 0, nil
+  while #threads > 0 do
+    local i = pick(#threads)
+    local ok, err = coroutine.resume(threads[i])
+    steps = steps + 1
+    if not ok then failure = err; break end
+    if coroutine.status(threads[i]) == "dead" then table.remove(threads, i) end
+  end
+  for k = #saved, 1, -1 do saved[k][1][saved[k][2]] = saved[k][3] end
+  M._interleaving = false
+  if failure ~= nil then error(failure, 0) end
+  return steps
+end
+
 --- Counter differences `after - before` for every counter in `after`.
 function M.delta(before, after)
   local d = {}
