@@ -3,6 +3,8 @@ public struct MMUStats: Equatable, Sendable {
     public var mmuCacheMiss: UInt64 = 0
     /// Gauge: shadow pages currently unsync.
     public var mmuUnsync: UInt64 = 0
+    /// Pages made unsync (each time).
+    public var unsyncEvents: UInt64 = 0
     public var mmuPTEWrite: UInt64 = 0
     public var mmuPDEZapped: UInt64 = 0
     public var mmuFlooded: UInt64 = 0
@@ -38,7 +40,7 @@ public struct MMUStats: Equatable, Sendable {
     public init() {}
 
     public var fields: [(name: String, value: UInt64)] {
-        [("mmu_cache_miss", mmuCacheMiss), ("mmu_unsync", mmuUnsync), ("mmu_pte_write", mmuPTEWrite),
+        [("mmu_cache_miss", mmuCacheMiss), ("mmu_unsync", mmuUnsync), ("mmu_unsync_events", unsyncEvents), ("mmu_pte_write", mmuPTEWrite),
          ("mmu_pde_zapped", mmuPDEZapped), ("mmu_flooded", mmuFlooded), ("mmu_shadow_zapped", mmuShadowZapped),
          ("mmu_recycled", mmuRecycled), ("remote_tlb_flush_requests", remoteTLBFlushRequests),
          ("remote_tlb_flush", remoteTLBFlush), ("remote_flush_targets", remoteFlushTargets),

@@ -260,6 +260,7 @@ public final class ShadowMMU {
         // Only indirect leaves may go unsync; verify() reports a policy that breaks it.
         guard !sp.unsync else { return }
         sp.unsync = true
+        stats.unsyncEvents &+= 1
         stats.mmuUnsync &+= has(.miscountUnsync) ? 2 : 1
         if !has(.forgetMarkParentsUnsync) { markParentsUnsync(sp) }
         policy.didUnsync(sp, in: self)
