@@ -72,6 +72,15 @@ extension ShadowMMU {
                 }
             }
         }
+        // 6. A host-initiated write protection has reached every vCPU's TLB.
+        if policy.shadowsGuestTables {
+            let synced = Set(pages.compactMap { $0 }.filter { !$0.role.invalid && $0.hasGPTEs && !$0.unsync }.map(\.gfn))
+            for v in vcpus where !synced.isEmpty && !v.pending.contains(.flushAll) && !v.pending.contains(.flushCurrent) {
+                for gfn in v.vcpu.tlb.writableFrames().intersection(synced).sorted().prefix(3) {
+                    problems.append("vcpu[\(v.index + 1)]'s TLB still maps gfn \(hex(gfn)) writable, but it is a shadowed, synced guest table")
+                }
+            }
+        }
         // Roots.
         var rootRefs: [Int32: Int] = [:]
         for v in vcpus {

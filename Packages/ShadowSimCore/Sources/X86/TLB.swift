@@ -69,6 +69,21 @@ public final class TLB {
         return n
     }
 
+    /// Physical frames (4 KiB numbers) that some live entry maps with write access, any
+    /// PCID; a large entry contributes every frame it covers.
+    public func writableFrames() -> Set<UInt64> {
+        var frames = Set<UInt64>()
+        for array in [small, large, huge] {
+            for i in 0..<array.count where !array.isDead(i, epochs: epochs) && array.data[i] & Flag.writable != 0 {
+                let data = array.data[i]
+                let mask = TLB.offsetMask(of: data)
+                let base = (data & ~mask) >> 12
+                for f in base..<(base + (mask + 1) >> 12) { frames.insert(f) }
+            }
+        }
+        return frames
+    }
+
     @usableFromInline func isLive(_ array: TLBArray, _ i: Int, pcid: UInt16) -> Bool {
         let tag = array.tags[i]
         guard tag != TLB.invalidTag else { return false }
