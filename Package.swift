@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "ShadowSimLua", dependencies: ["LuaKit", "CLua", "CLuaShim", "ShadowSimPolicies", core]),
         // Command-line front end (a library so tests can drive it in-process).
         .target(name: "ShadowSimCLI", dependencies: [
-            "ShadowSimLua", "LuaKit", "ShadowSimPolicies", core,
+            "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "shadowsim", dependencies: ["ShadowSimCLI"]),

@@ -1,7 +1,10 @@
 #include "CLuaShim.h"
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct { size_t used; } Budget;
 
@@ -82,4 +85,76 @@ int luashim_calledname(lua_State *L, char *buf, size_t size) {
     if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "n", &ar) || ar.name == NULL) return 0;
     snprintf(buf, size, "%s", ar.name);
     return ar.namewhat && strcmp(ar.namewhat, "method") == 0 ? 2 : 1;
+}
+
+static volatile sig_atomic_t interrupted = 0;
+static void on_interrupt(int sig) { (void)sig; interrupted = 1; }
+
+void luashim_catch_interrupt(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+int luashim_interrupted(void) { return interrupted; }
+
+double luashim_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static luashim_Budgets *budgets_of(lua_State *L) {
+    luashim_Budgets *b = NULL;
+    lua_getfield(L, LUA_REGISTRYINDEX, "luashim.budgets");
+    b = (luashim_Budgets *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* Raises `message` with the position of the Lua code the hook interrupted. */
+static void raise_here(lua_State *L, const char *fmt, ...) {
+    va_list args;
+    luaL_where(L, 0);
+    va_start(args, fmt);
+    lua_pushvfstring(L, fmt, args);
+    va_end(args);
+    lua_concat(L, 2);
+    lua_error(L);
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    luashim_Budgets *b = budgets_of(L);
+    if (b == NULL) return;
+    b->steps += 1000;
+    if (interrupted) {
+        b->exceeded = LUASHIM_BUDGET_INTERRUPT;
+        raise_here(L, "interrupted (Ctrl-C)");
+    }
+    if (b->max_steps > 0 && b->steps > b->max_steps) {
+        b->exceeded = LUASHIM_BUDGET_STEPS;
+        raise_here(L, "the step budget is exhausted: more than %I Lua instructions (--max-steps)", (lua_Integer)b->max_steps);
+    }
+    if (b->max_memory > 0) {
+        unsigned long long used = luashim_memory_in_use(L) + (b->extra_bytes ? b->extra_bytes(b->context) : 0);
+        if (used > b->max_memory) {
+            b->exceeded = LUASHIM_BUDGET_MEMORY;
+            raise_here(L, "the memory budget is exhausted: %I bytes of Lua and guest memory in use, the limit is %I (--max-memory)",
+                       (lua_Integer)used, (lua_Integer)b->max_memory);
+        }
+    }
+    if (b->timeout > 0 && luashim_now() - b->started > b->timeout) {
+        b->exceeded = LUASHIM_BUDGET_TIME;
+        raise_here(L, "the time budget is exhausted: the run took more than %f seconds (--timeout)", b->timeout);
+    }
+}
+
+void luashim_set_budgets(lua_State *L, luashim_Budgets *b) {
+    lua_pushlightuserdata(L, b);
+    lua_setfield(L, LUA_REGISTRYINDEX, "luashim.budgets");
+    b->started = luashim_now();
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
 }

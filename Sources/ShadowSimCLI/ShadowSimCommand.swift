@@ -1,4 +1,6 @@
 import ArgumentParser
+import CLuaShim
+import LuaKit
 import ShadowSimLua
 import ShadowSimPolicies
 import ShadowMMU
@@ -44,6 +46,18 @@ struct Run: ParsableCommand {
     @Option(help: "Plant a known bug in every shadow MMU, to see the checker catch it (see `shadowsim bugs`).")
     var injectBug: String?
 
+    @Option(help: "Stop after this many Lua instructions (exit status 3).")
+    var maxSteps: Int64?
+
+    @Option(help: "Stop when Lua and guest memory exceed this many bytes, e.g. 512M (exit status 3).")
+    var maxMemory: String?
+
+    @Option(help: "Stop after this many seconds (exit status 3).")
+    var timeout: Double?
+
+    @Flag(help: "Let the script run commands, write files and load C modules.")
+    var allowIO = false
+
     @Option(help: "Sync policy of VMs that do not name one: a built-in name (see `shadowsim policies`), bare-metal, or the path of a policy .so.")
     var policy = "kvm-unsync"
 
@@ -67,14 +81,37 @@ struct Run: ParsableCommand {
             }
             bug = b
         }
+        var limits = RunLimits()
+        limits.allowIO = allowIO
+        if let maxSteps {
+            guard maxSteps > 0 else { printError("shadowsim: --max-steps must be positive"); throw ExitCode(2) }
+            limits.maxSteps = maxSteps
+        }
+        if let maxMemory {
+            guard let bytes = parseByteSize(maxMemory) else {
+                printError("shadowsim: --max-memory: cannot read \"\(maxMemory)\" as a size (bytes, or K, M, G, T suffixes)")
+                throw ExitCode(2)
+            }
+            limits.maxMemory = bytes
+        }
+        if let timeout {
+            guard timeout > 0, timeout.isFinite else { printError("shadowsim: --timeout must be a positive number of seconds"); throw ExitCode(2) }
+            limits.timeout = timeout
+        }
+        luashim_catch_interrupt()
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: policy,
-                                        check: check || paranoid, paranoid: paranoid, plantedBug: bug)
+                                        check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits)
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
         }
         if let error = result.error {
             printError(error.message)
             if traceback && !error.traceback.isEmpty { printError(error.traceback) }
+            if let exhausted = result.exhausted {
+                // The counters gathered so far, when they were not asked for as JSON.
+                if json == nil { printError(result.report.serialized(indent: nil)) }
+                throw ExitCode(exhausted == .interrupt ? 130 : 3)
+            }
             throw ExitCode(1)
         }
     }

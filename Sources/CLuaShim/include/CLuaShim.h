@@ -14,8 +14,29 @@
 
 typedef int (*luashim_Function)(lua_State *L);
 
-/* A state whose allocator aborts instead of raising LUA_ERRMEM, with a budget. */
+/* A state whose allocator aborts instead of raising LUA_ERRMEM. */
 lua_State *luashim_newstate(void);
+
+/* Budgets, enforced by a count hook every 1000 VM instructions: the hook raises a Lua
+   error (from C, so no Swift frame is crossed) naming the budget, and records which
+   one in `exceeded`. `extra_bytes` reports memory held outside Lua (guest memory). */
+enum { LUASHIM_BUDGET_NONE = 0, LUASHIM_BUDGET_STEPS = 1, LUASHIM_BUDGET_MEMORY = 2,
+       LUASHIM_BUDGET_TIME = 3, LUASHIM_BUDGET_INTERRUPT = 4 };
+typedef struct {
+    long long max_steps;            /* 0: no limit */
+    long long steps;
+    unsigned long long max_memory;  /* bytes, Lua heap plus extra_bytes; 0: no limit */
+    double timeout;                 /* seconds; 0: no limit */
+    double started;
+    unsigned long long (*extra_bytes)(void *context);
+    void *context;
+    int exceeded;
+} luashim_Budgets;
+void luashim_set_budgets(lua_State *L, luashim_Budgets *budgets);
+/* Ctrl-C sets a flag the budget hook turns into an "interrupted" error. */
+void luashim_catch_interrupt(void);
+int luashim_interrupted(void);
+double luashim_now(void);
 /* Bytes the state currently holds. */
 size_t luashim_memory_in_use(lua_State *L);
 
