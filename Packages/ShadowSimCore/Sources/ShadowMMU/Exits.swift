@@ -115,11 +115,15 @@ extension ShadowVCPU {
             mapForTDP(gfn: t.physicalAddress >> 12)
             // The TLB caches the smaller of the guest's page and the EPT's (host) page.
             let host = mmu.configuration.hostPageSize
+            let global = t.isGlobal && vcpu.cr4 & CR4.pge != 0
             if t.pageSize.bytes > host.bytes {
+                let guestPage = t.pageSize
                 t.pageSize = host
                 t.pageBase = t.physicalAddress & ~host.offsetMask
+                vcpu.tlb.insertPiece(va, translation: t, of: guestPage, pcid: vcpu.currentPCID, global: global)
+            } else {
+                vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: global)
             }
-            vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: t.isGlobal && vcpu.cr4 & CR4.pge != 0)
             return .ok(t.physicalAddress)
         case .pageFault(let code, _):
             vcpu.counters.countPageFault(code)

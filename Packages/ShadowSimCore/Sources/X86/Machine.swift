@@ -116,12 +116,11 @@ public final class Machine {
         if config.cr4SMAP { cr4 |= CR4.smap }
         var efer: UInt64 = config.mode.isLongMode ? EFER.lme | EFER.lma : 0
         if config.eferNXE { efer |= EFER.nxe }
-        let largeShift = config.mode == .legacy32 ? 22 : 21
         vcpus = (0..<config.vcpuCount).map {
             VCPU(index: $0, memory: memory, mode: config.mode, cr0: cr0, cr4: cr4, efer: efer,
                  maxPhysAddr: config.maxPhysAddr,
                  tlb: TLB(smallEntries: config.tlbEntries, largeEntries: max(4, config.tlbEntries / 16),
-                          hugeEntries: max(4, config.tlbEntries / 64), largePageShift: largeShift))
+                          hugeEntries: max(4, config.tlbEntries / 64)))
         }
     }
 

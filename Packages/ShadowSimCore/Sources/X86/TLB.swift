@@ -1,7 +1,9 @@
 /// A vCPU's translation lookaside buffer (SDM 4.10.2–4.10.4).
 ///
-/// Three set-associative arrays, one per page-size class (4 KiB, the mode's 2/4 MiB
-/// page, 1 GiB), so that INVLPG of any address inside a large page finds its entry.
+/// Four set-associative arrays, one per page size (4 KiB, 2 MiB, 4 MiB, 1 GiB), so
+/// that INVLPG of any address inside a large page finds its entry. A translation cached
+/// in pieces smaller than the page it comes from (a guest large page backed by smaller
+/// host pages) is remembered as fractured, and INVLPG inside it drops every piece.
 /// Entries are tagged with the PCID; a global entry (G = 1 with CR4.PGE) matches any
 /// PCID. Each tag also carries the PCID's flush epoch, so flushing a PCID's non-global
 /// entries bumps a counter instead of scanning the arrays.
@@ -27,10 +29,15 @@ public final class TLB {
     @usableFromInline static let epochShift: UInt64 = 57
     @usableFromInline static let epochLimit: UInt8 = 127
     @usableFromInline static let vpnMask: UInt64 = PTE.bits(56, 12)
+    /// Linear-address bits a tag keeps (56:0).
+    static let vpnMaskVA: UInt64 = PTE.bits(56, 0)
 
     @usableFromInline let small: TLBArray
     @usableFromInline let large: TLBArray
+    @usableFromInline let large4M: TLBArray
     @usableFromInline let huge: TLBArray
+    /// Linear ranges (base, offset mask) cached as fractured pieces since the last full flush.
+    private var fractured: [(base: UInt64, mask: UInt64)] = []
     /// Per-PCID flush epochs (4096 PCIDs).
     @usableFromInline let epochs: UnsafeMutablePointer<UInt8>
 
@@ -41,10 +48,11 @@ public final class TLB {
     ///   - smallEntries: 4 KiB translations (a power of two, at least 4).
     ///   - largeEntries: 2 MiB or 4 MiB translations.
     ///   - hugeEntries: 1 GiB translations.
-    ///   - largePageShift: 21 (PAE and IA-32e) or 22 (32-bit paging).
-    public init(smallEntries: Int = 1024, largeEntries: Int = 64, hugeEntries: Int = 16, largePageShift: Int = 21) {
+    ///   - largeEntries: 2 MiB and 4 MiB translations (each).
+    public init(smallEntries: Int = 1024, largeEntries: Int = 64, hugeEntries: Int = 16) {
         small = TLBArray(entries: smallEntries, pageShift: 12)
-        large = TLBArray(entries: largeEntries, pageShift: UInt64(largePageShift))
+        large = TLBArray(entries: largeEntries, pageShift: 21)
+        large4M = TLBArray(entries: largeEntries, pageShift: 22)
         huge = TLBArray(entries: hugeEntries, pageShift: 30)
         epochs = .allocate(capacity: 4096)
         epochs.initialize(repeating: 0, count: 4096)
@@ -53,17 +61,18 @@ public final class TLB {
     deinit {
         small.deallocate()
         large.deallocate()
+        large4M.deallocate()
         huge.deallocate()
         epochs.deallocate()
     }
 
     /// Total capacity in entries.
-    public var capacity: Int { small.count + large.count + huge.count }
+    public var capacity: Int { small.count + large.count + large4M.count + huge.count }
 
     /// Number of entries live for `pcid` (globals included), for tests and reports.
     public func liveEntries(pcid: UInt16) -> Int {
         var n = 0
-        for array in [small, large, huge] {
+        for array in [small, large, large4M, huge] {
             for i in 0..<array.count where isLive(array, i, pcid: pcid) { n += 1 }
         }
         return n
@@ -73,7 +82,7 @@ public final class TLB {
     /// PCID; a large entry contributes every frame it covers.
     public func writableFrames() -> Set<UInt64> {
         var frames = Set<UInt64>()
-        for array in [small, large, huge] {
+        for array in [small, large, large4M, huge] {
             for i in 0..<array.count where !array.isDead(i, epochs: epochs) && array.data[i] & Flag.writable != 0 {
                 let data = array.data[i]
                 let mask = TLB.offsetMask(of: data)
@@ -103,7 +112,19 @@ public final class TLB {
         if d != 0 { return d }
         let l = large.find(va, suffix: suffix)
         if l != 0 { return l }
+        let l4 = large4M.find(va, suffix: suffix)
+        if l4 != 0 { return l4 }
         return huge.find(va, suffix: suffix)
+    }
+
+    /// Caches a piece of a larger page (`t` already cut to the piece), remembering that
+    /// the whole `pageSize` page around `va` was cached in pieces.
+    public func insertPiece(_ va: UInt64, translation t: Translation, of pageSize: PageSize, pcid: UInt16, global: Bool) {
+        let base = va & ~pageSize.offsetMask
+        if !fractured.contains(where: { $0.base == base && $0.mask == pageSize.offsetMask }) {
+            fractured.append((base, pageSize.offsetMask))
+        }
+        insert(va, translation: t, pcid: pcid, global: global)
     }
 
     /// Caches a translation for `pcid`. `global` must already account for CR4.PGE.
@@ -115,7 +136,7 @@ public final class TLB {
         switch t.pageSize {
         case .size4K: array = small; data |= 0 << Flag.sizeShift
         case .size2M: array = large; data |= 1 << Flag.sizeShift
-        case .size4M: array = large; data |= 2 << Flag.sizeShift
+        case .size4M: array = large4M; data |= 2 << Flag.sizeShift
         case .size1G: array = huge; data |= 3 << Flag.sizeShift
         }
         array.insert(va, suffix: tagSuffix(pcid: pcid), data: data, epochs: epochs)
@@ -136,7 +157,8 @@ public final class TLB {
 
     /// Everything, globals included, for every PCID.
     public func flushAll() {
-        small.clear(); large.clear(); huge.clear()
+        small.clear(); large.clear(); large4M.clear(); huge.clear()
+        fractured.removeAll()
         epochs.update(repeating: 0, count: 4096)
     }
 
@@ -145,7 +167,7 @@ public final class TLB {
         let p = Int(pcid)
         if epochs[p] == TLB.epochLimit {
             // Wrap: scrub the PCID's non-global entries so old epochs cannot come back.
-            for array in [small, large, huge] { array.removeAll { tag, data in
+            for array in [small, large, large4M, huge] { array.removeAll { tag, data in
                 data & Flag.global == 0 && tag & 0xFFF == UInt64(pcid)
             } }
             epochs[p] = 0
@@ -156,13 +178,25 @@ public final class TLB {
 
     /// Non-global entries of every PCID (INVPCID all-context except globals).
     public func flushAllNonGlobal() {
-        for array in [small, large, huge] { array.removeAll { _, data in data & Flag.global == 0 } }
+        for array in [small, large, large4M, huge] { array.removeAll { _, data in data & Flag.global == 0 } }
     }
 
     /// Entries for the page containing `va`: the non-global ones of `pcid`, plus the
     /// global ones when `includeGlobal` (INVLPG) — whatever their page size.
     public func flushAddress(_ va: UInt64, pcid: UInt16, includeGlobal: Bool) {
-        for array in [small, large, huge] {
+        if !fractured.isEmpty, let i = fractured.firstIndex(where: { va & ~$0.mask == $0.base }) {
+            // Every piece of that page goes (with whatever else shares it: flushing more
+            // than needed is allowed).
+            let range = fractured.remove(at: i)
+            for array in [small, large, large4M, huge] {
+                array.removeAll { tag, data in
+                    let pageVA = ((tag & TLB.vpnMask) >> 12) << array.pageShift
+                    guard pageVA & ~range.mask == range.base & ~range.mask & TLB.vpnMaskVA else { return false }
+                    return data & Flag.global != 0 ? includeGlobal : tag & 0xFFF == UInt64(pcid)
+                }
+            }
+        }
+        for array in [small, large, large4M, huge] {
             array.remove(va) { tag, data in
                 if data & Flag.global != 0 { return includeGlobal }
                 return tag & 0xFFF == UInt64(pcid)
