@@ -84,3 +84,17 @@ extension String {
         return out + rest
     }
 }
+
+/// Same script, seed and policy: the same counters and records, bit for bit.
+@Suite struct DeterminismTests {
+    @Test(arguments: ["kvm-unsync", "global-list", "xen-oos"])
+    func identicalRunsGiveIdenticalReports(_ policy: String) {
+        let path = ScenarioSuiteTests.repositoryRoot + "/scripts/policy_equivalence.lua"
+        let a = ScenarioRunner.run(path: path, seed: 7, arguments: ["ops=400"], policy: policy, check: true)
+        let b = ScenarioRunner.run(path: path, seed: 7, arguments: ["ops=400"], policy: policy, check: true)
+        let c = ScenarioRunner.run(path: path, seed: 8, arguments: ["ops=400"], policy: policy, check: true)
+        #expect(a.passed && b.passed && c.passed)
+        #expect(a.report.serialized() == b.report.serialized())
+        #expect(a.report.serialized() != c.report.serialized(), "another seed, another run")
+    }
+}
