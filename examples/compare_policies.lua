@@ -79,15 +79,11 @@ local ROWS = {
   { "tlb_flush", "local TLB flushes" }, { "ept_violations", "EPT violations" },
   { "cycles", "estimated kcycles" },
 }
-local header = { "counter" }
-for _, r in ipairs(results) do header[#header + 1] = r.policy end
-print("| " .. table.concat(header, " | ") .. " |")
-print("|" .. string.rep("---|", #header))
-for _, row in ipairs(ROWS) do
-  local cells = { row[2] .. " (`" .. row[1] .. "`)" }
-  for _, r in ipairs(results) do cells[#cells + 1] = tostring(r.c[row[1]] or 0) end
-  print("| " .. table.concat(cells, " | ") .. " |")
-end
+local columns = {}
+for _, r in ipairs(results) do columns[#columns + 1] = { title = r.policy, values = r.c } end
+local labelled = {}
+for _, row in ipairs(ROWS) do labelled[#labelled + 1] = { row[2], row[1] } end
+S.markdown_table("counter", labelled, columns)
 
 -- What must hold whatever the tuning: nothing is unsync under wp-emulate or tdp, tdp
 -- takes no CR3 exits, and syncing everything never syncs fewer pages than syncing

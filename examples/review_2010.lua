@@ -94,15 +94,11 @@ local ROWS = {
   { "remote_tlb_flush", "remote flushes (IPIs sent)" }, { "lock_work_other_vms", "work under the lock for other VMs" },
   { "list_entries_walked", "unsync-list entries walked" }, { "cycles", "estimated kcycles" },
 }
-local header = { "summed over 3 VMs" }
-for _, r in ipairs(results) do header[#header + 1] = r.policy end
-print("| " .. table.concat(header, " | ") .. " |")
-print("|" .. string.rep("---|", #header))
-for _, row in ipairs(ROWS) do
-  local cells = { row[2] .. " (`" .. row[1] .. "`)" }
-  for _, r in ipairs(results) do cells[#cells + 1] = tostring(r.c[row[1]] or 0) end
-  print("| " .. table.concat(cells, " | ") .. " |")
-end
+local columns = {}
+for _, r in ipairs(results) do columns[#columns + 1] = { title = r.policy, values = r.c } end
+local labelled = {}
+for _, row in ipairs(ROWS) do labelled[#labelled + 1] = { row[2], row[1] } end
+S.markdown_table("summed over 3 VMs", labelled, columns)
 
 -- The reviewer's points, as checks on these numbers.
 local by = {}

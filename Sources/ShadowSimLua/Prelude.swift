@@ -151,6 +151,20 @@ function M.interleave(seed, tasks)
   return steps
 end
 
+--- Prints a markdown table: `rows` is a list of { label, key } for the lines, `columns`
+--- a list of { title, values } where values[key] is the cell.
+function M.markdown_table(corner, rows, columns)
+  local header = { corner }
+  for _, c in ipairs(columns) do header[#header + 1] = c.title end
+  print("| " .. table.concat(header, " | ") .. " |")
+  print("|" .. string.rep("---|", #header))
+  for _, row in ipairs(rows) do
+    local cells = { row[1] .. " (`" .. row[2] .. "`)" }
+    for _, c in ipairs(columns) do cells[#cells + 1] = tostring(c.values[row[2]] or 0) end
+    print("| " .. table.concat(cells, " | ") .. " |")
+  end
+end
+
 --- Counter differences `after - before` for every counter in `after`.
 function M.delta(before, after)
   local d = {}
