@@ -20,6 +20,8 @@
 --     cached (B3's cousin): once the table is shadowed, that vCPU's stores through
 --     its data mapping must still reach the shadow, so the write protection must be
 --     flushed from its TLB.
+--  8. A live page table cleared with a string store (fill, as a kernel clears a frame it
+--     reuses): after INVLPG the cleared entries are not present any more.
 local S = shadowsim
 local P = S.PTE
 local expect_eq, expect_ok = S.expect_eq, S.expect_ok
@@ -148,6 +150,24 @@ for _, mode in ipairs({ "legacy32", "pae", "long4", "long5" }) do
     expect_ok(c2:write(DATA, f[2] | P.P | P.RW | P.US | P.A, size, 3))   -- vCPU 2 edits it as data
     c:invlpg(TABLE)
     reads(c, TABLE, f[2], mode .. " new table: vCPU 2's store seen after INVLPG")
+  end
+
+  -- 8. a page table cleared with a string store
+  do
+    local vm, c, f = guest(mode)
+    local s = vm:space()
+    local VA = 0x5E000000
+    s:map(VA, f[1])
+    s:map(VA + 0x1000, f[2])
+    expect_ok(c:load_cr3(s))
+    reads(c, VA, f[1], mode .. " cleared table: before")
+    reads(c, VA + 0x1000, f[2], mode .. " cleared table: second page before")
+    local _, pte_gpa = s:entry(VA, 1)
+    expect_ok(c:fill(vm:physmap(pte_gpa & ~0xFFF), 4096, 0))
+    c:invlpg(VA)
+    c:invlpg(VA + 0x1000)
+    S.expect_pf(nil, c:read(VA, 8, 3))
+    S.expect_pf(nil, c:read(VA + 0x1000, 8, 3))
   end
 
   -- 2. global translations and PCIDs

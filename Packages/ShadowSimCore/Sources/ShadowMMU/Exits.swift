@@ -4,8 +4,8 @@ import X86
 /// CR3/CR0/CR4, WRMSR EFER, INVLPG and INVPCID (KVM's x86.c handling, with the
 /// policy deciding what each means for the shadow pages).
 extension ShadowVCPU {
-    public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) {
-        try? exit { () throws(MachineError) in
+    public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) throws(MachineError) {
+        try exit { () throws(MachineError) in
             if size > 8 {
                 // A string store (REP STOS) is not a page-table-writing instruction: KVM
                 // unprotects the frame and lets the instruction run natively.
@@ -16,21 +16,21 @@ extension ShadowVCPU {
         }
     }
 
-    public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+    public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else {
             return BareMetal.shared.cr3Loaded(vcpu, previous: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
         }
         stats.exitsCR3 &+= 1
-        try? exit { () throws(MachineError) in
+        try exit { () throws(MachineError) in
             mmu.policy.cr3Loaded(self, previousCR3: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
         }
     }
 
     /// KVM's `kvm_post_set_cr4`.
-    public func cr4Written(_ vcpu: VCPU, previous: UInt64) {
+    public func cr4Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.cr4Written(vcpu, previous: previous) }
         stats.exitsCRWrite &+= 1
-        try? exit { () throws(MachineError) in
+        try exit { () throws(MachineError) in
             let now = vcpu.cr4
             let changed = previous ^ now
             let roleBits = CR4.pse | CR4.pae | CR4.la57 | CR4.smep | CR4.smap | (1 << 22)
@@ -44,18 +44,18 @@ extension ShadowVCPU {
         }
     }
 
-    public func cr0Written(_ vcpu: VCPU, previous: UInt64) {
+    public func cr0Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else { return }
         stats.exitsCRWrite &+= 1
-        try? exit { () throws(MachineError) in
+        try exit { () throws(MachineError) in
             if (previous ^ vcpu.cr0) & (CR0.wp | CR0.pg) != 0 { resetContext() }
         }
     }
 
-    public func eferWritten(_ vcpu: VCPU, previous: UInt64) {
+    public func eferWritten(_ vcpu: VCPU, previous: UInt64) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else { return }
         stats.exitsCRWrite &+= 1
-        try? exit { () throws(MachineError) in
+        try exit { () throws(MachineError) in
             if (previous ^ vcpu.efer) & (EFER.nxe | EFER.lme | EFER.lma) != 0 { resetContext() }
         }
     }
@@ -66,22 +66,22 @@ extension ShadowVCPU {
         freeRoots(.all)
     }
 
-    public func invlpg(_ vcpu: VCPU, _ va: UInt64) {
+    public func invlpg(_ vcpu: VCPU, _ va: UInt64) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.invlpg(vcpu, va) }
         stats.exitsInvlpg &+= 1
-        try? exit { () throws(MachineError) in
+        try exit { () throws(MachineError) in
             mmu.policy.invalidateAddress(self, va, roots: .all)
             stats.invlpg &+= 1
         }
     }
 
     /// KVM's `kvm_handle_invpcid`.
-    public func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64) {
+    public func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else {
             return BareMetal.shared.invpcid(vcpu, type, pcid: pcid, address: address)
         }
         stats.exitsInvpcid &+= 1
-        try? exit { () throws(MachineError) in
+        try exit { () throws(MachineError) in
             switch type {
             case .individualAddress:
                 var roots: RootSelection = []

@@ -6,16 +6,16 @@ public protocol VCPUBackend: AnyObject {
     /// A TLB miss: translate `va` (filling the TLB) or return the fault the guest sees.
     func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult
     /// A store the backend let through with `needsEmulation` has been written to memory.
-    func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int)
+    func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) throws(MachineError)
     /// MOV to CR3 has loaded a new value (and, for PAE paging, the PDPTE registers).
-    func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool)
-    func cr4Written(_ vcpu: VCPU, previous: UInt64)
-    func cr0Written(_ vcpu: VCPU, previous: UInt64)
-    func eferWritten(_ vcpu: VCPU, previous: UInt64)
+    func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError)
+    func cr4Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError)
+    func cr0Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError)
+    func eferWritten(_ vcpu: VCPU, previous: UInt64) throws(MachineError)
     /// INVLPG of a canonical address.
-    func invlpg(_ vcpu: VCPU, _ va: UInt64)
+    func invlpg(_ vcpu: VCPU, _ va: UInt64) throws(MachineError)
     /// INVPCID whose operands passed the architectural checks.
-    func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64)
+    func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64) throws(MachineError)
 }
 
 /// The processor on its own: TLB misses walk the guest tables, and control

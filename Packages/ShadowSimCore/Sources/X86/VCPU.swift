@@ -167,6 +167,7 @@ public final class VCPU {
                 try observer.willStore(self, physicalAddress: t.physicalAddress, size: n)
             }
             memory.fill(t.physicalAddress, count: n, byte: byte)
+            if t.needsEmulation { try backend.emulatedWrite(self, physicalAddress: t.physicalAddress, size: n) }
             if address == va { first = t }
             address &+= UInt64(n)
             left -= n
@@ -220,9 +221,9 @@ public final class VCPU {
                     memory.store(byteAddress, value >> UInt64(8 * i), size: 1)
                 }
             }
-            if first.needsEmulation { backend.emulatedWrite(self, physicalAddress: pa, size: firstBytes) }
+            if first.needsEmulation { try backend.emulatedWrite(self, physicalAddress: pa, size: firstBytes) }
             if second.needsEmulation {
-                backend.emulatedWrite(self, physicalAddress: second.physicalAddress, size: size - firstBytes)
+                try backend.emulatedWrite(self, physicalAddress: second.physicalAddress, size: size - firstBytes)
             }
             return .ok(pa)
         case .fetch:
@@ -323,7 +324,7 @@ public final class VCPU {
         recomputeControls()
         counters.cr3Loads &+= 1
         if noFlush { counters.cr3NoFlush &+= 1 }
-        backend.cr3Loaded(self, previous: previous, pdptesChanged: previousPDPTEs != pdptes, noFlush: noFlush)
+        try backend.cr3Loaded(self, previous: previous, pdptesChanged: previousPDPTEs != pdptes, noFlush: noFlush)
         try observer?.didControl(self, .cr3Load(previousCR3: previous, previousPCID: previousPCID, noFlush: noFlush))
         return .ok(0)
     }
@@ -366,7 +367,7 @@ public final class VCPU {
             pdptes = loaded
             recomputeControls()
         }
-        backend.cr4Written(self, previous: previous)
+        try backend.cr4Written(self, previous: previous)
         try observer?.didControl(self, .cr4Write(previous: previous))
         return .ok(0)
     }
@@ -380,7 +381,7 @@ public final class VCPU {
         let previous = cr0
         cr0 = value
         recomputeControls()
-        backend.cr0Written(self, previous: previous)
+        try backend.cr0Written(self, previous: previous)
         try observer?.didControl(self, .cr0Write(previous: previous))
         return .ok(0)
     }
@@ -394,7 +395,7 @@ public final class VCPU {
         let previous = efer
         efer = value
         recomputeControls()
-        backend.eferWritten(self, previous: previous)
+        try backend.eferWritten(self, previous: previous)
         try observer?.didControl(self, .eferWrite(previous: previous))
         return .ok(0)
     }
@@ -420,7 +421,7 @@ public final class VCPU {
         guard cpl == 0 else { counters.gp &+= 1; return .generalProtection }
         counters.invlpg &+= 1
         guard PageWalker.isCanonical(va, mode: mode) else { return .ok(0) }
-        backend.invlpg(self, va)
+        try backend.invlpg(self, va)
         try observer?.didControl(self, .invlpg(va))
         return .ok(0)
     }
@@ -445,7 +446,7 @@ public final class VCPU {
         case .allContextsIncludingGlobals, .allContexts:
             break
         }
-        backend.invpcid(self, type, pcid: UInt16(target), address: va)
+        try backend.invpcid(self, type, pcid: UInt16(target), address: va)
         try observer?.didControl(self, .invpcid(type, pcid: UInt16(target), address: va))
         return .ok(0)
     }
