@@ -17,31 +17,16 @@
 local S = shadowsim
 local PF = S.PF
 
-local function read_is(c, va, gpa, value, what, cpl)
-  local v, pa = c:read(va, 8, cpl)
-  if v == nil then error(what .. ": expected a read of " .. S.hex(va) .. " to reach " .. S.hex(gpa) .. ", got " .. pa.text, 2) end
-  if pa ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(pa), 2) end
-  if value ~= nil and v ~= value then error(what .. ": expected value " .. S.hex(value) .. ", got " .. S.hex(v), 2) end
-end
+local read_is = S.expect_read
 
-local function pf_is(code, va, what, first, fault)
-  if first ~= nil then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got success " .. S.hex(first), 2) end
-  if fault.kind ~= "pf" then error(what .. ": expected #PF, got " .. fault.text, 2) end
-  if fault.error_code ~= code then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got " .. fault.text, 2) end
-  if fault.cr2 ~= va then error(what .. ": expected CR2 " .. S.hex(va) .. ", got " .. S.hex(fault.cr2), 2) end
-end
+local pf_is = S.expect_fault
 
 local function gp_is(what, first, fault)
   if first ~= nil then error(what .. ": expected #GP(0), got success (" .. tostring(first) .. ")", 2) end
   if fault.kind ~= "gp" then error(what .. ": expected #GP(0), got " .. fault.text, 2) end
 end
 
-local function delta_is(before, after, expected, what)
-  local d = S.delta(before, after)
-  for k, v in pairs(expected) do
-    if d[k] ~= v then error(what .. ": counter " .. k .. " changed by " .. tostring(d[k]) .. ", expected " .. v, 2) end
-  end
-end
+local delta_is = S.expect_delta
 
 local SUP, USR, RO = 0x00400000, 0x00401000, 0x00402000
 

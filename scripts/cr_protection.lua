@@ -30,12 +30,7 @@ local function ok_is(gpa, what, first, fault)
   if first ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(first), 2) end
 end
 
-local function pf_is(code, va, what, first, fault)
-  if first ~= nil then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got success " .. S.hex(first), 2) end
-  if fault.kind ~= "pf" then error(what .. ": expected #PF, got " .. fault.text, 2) end
-  if fault.error_code ~= code then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got " .. fault.text, 2) end
-  if fault.cr2 ~= va then error(what .. ": expected CR2 " .. S.hex(va) .. ", got " .. S.hex(fault.cr2), 2) end
-end
+local pf_is = S.expect_fault
 
 local CR0_WP, CR4_SMEP, CR4_SMAP, EFER_NXE = 1 << 16, 1 << 20, 1 << 21, 1 << 11
 

@@ -26,26 +26,11 @@
 local S = shadowsim
 local PTE, PF = S.PTE, S.PF
 
-local function read_is(c, va, gpa, value, what)
-  local v, pa = c:read(va)
-  if v == nil then error(what .. ": expected a read of " .. S.hex(va) .. " to reach " .. S.hex(gpa) .. ", got " .. pa.text, 2) end
-  if pa ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(pa), 2) end
-  if value ~= nil and v ~= value then error(what .. ": expected value " .. S.hex(value) .. ", got " .. S.hex(v), 2) end
-end
+local read_is = S.expect_read
 
-local function pf_is(code, va, what, first, fault)
-  if first ~= nil then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got success " .. S.hex(first), 2) end
-  if fault.kind ~= "pf" then error(what .. ": expected #PF, got " .. fault.text, 2) end
-  if fault.error_code ~= code then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got " .. fault.text, 2) end
-  if fault.cr2 ~= va then error(what .. ": expected CR2 " .. S.hex(va) .. ", got " .. S.hex(fault.cr2), 2) end
-end
+local pf_is = S.expect_fault
 
-local function delta_is(before, after, expected, what)
-  local d = S.delta(before, after)
-  for k, v in pairs(expected) do
-    if d[k] ~= v then error(what .. ": counter " .. k .. " changed by " .. tostring(d[k]) .. ", expected " .. v, 2) end
-  end
-end
+local delta_is = S.expect_delta
 
 -- One large-page size in one mode.
 -- cfg: mode, size ("4m"|"2m"|"1g"), bytes, level (of the mapping entry), va,

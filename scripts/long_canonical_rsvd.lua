@@ -20,12 +20,7 @@
 local S = shadowsim
 local PTE, PF = S.PTE, S.PF
 
-local function pf_is(code, va, what, first, fault)
-  if first ~= nil then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got success " .. S.hex(first), 2) end
-  if fault.kind ~= "pf" then error(what .. ": expected #PF, got " .. fault.text, 2) end
-  if fault.error_code ~= code then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got " .. fault.text, 2) end
-  if fault.cr2 ~= va then error(what .. ": expected CR2 " .. S.hex(va) .. ", got " .. S.hex(fault.cr2), 2) end
-end
+local pf_is = S.expect_fault
 
 local function gp_is(what, first, fault)
   if first ~= nil then error(what .. ": expected #GP, got success " .. S.hex(first), 2) end
@@ -37,12 +32,7 @@ local function ok_is(gpa, what, first, fault)
   if first ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(first), 2) end
 end
 
-local function delta_is(before, after, expected, what)
-  local d = S.delta(before, after)
-  for k, v in pairs(expected) do
-    if d[k] ~= v then error(what .. ": counter " .. k .. " changed by " .. tostring(d[k]) .. ", expected " .. v, 2) end
-  end
-end
+local delta_is = S.expect_delta
 
 local CASES = {
   long4 = { gp = { 0x0000800000000000, 0xFFFF7FFFFFFFFFFF, 0x8000000000000000, 0x7FFFFFFFFFFFFFFF, 0x00FF800000001000 },

@@ -14,6 +14,7 @@
 -- Arguments: `-- ops=N` (default 1500 per mode), `budget=N` (shadow pages; small
 -- budgets make the MMU recycle constantly).
 local S = shadowsim
+local mirror = require("mirror")
 
 local ops, budget = 1500, nil
 for _, a in ipairs(S.args) do
@@ -88,24 +89,7 @@ for _, mode in ipairs(MODES) do
 
   -- Invalidate va on every vCPU that runs process p (the guest's TLB shootdown), by
   -- INVLPG, by reloading CR3, or by toggling CR4.PGE (a flush of everything).
-  local function shootdown(p, va)
-    local how = S.random(1, 10)
-    for _, g in ipairs(guests) do
-      for v = 1, VCPUS do
-        if on[v] == p then
-          local cpu = g.vm.vcpu[v]
-          if how <= 6 then
-            cpu:invlpg(va)
-          elseif how <= 9 then
-            S.expect_ok(cpu:load_cr3(g.spaces[p]))
-          else
-            S.expect_ok(cpu:set{ pge = false })
-            S.expect_ok(cpu:set{ pge = true })
-          end
-        end
-      end
-    end
-  end
+  local function shootdown(p, va) mirror.shootdown(guests, on, p, { va }) end
 
   for step = 1, ops do
     if step % 25 == 0 then

@@ -55,15 +55,19 @@ local function new_vm(opts)
   return vm
 end
 
+--- A kvm-unsync guest with vCPU 1, one process space and `frames` fresh frames.
+local function guest(opts, frames)
+  local vm = new_vm(opts)
+  local f = {}
+  for i = 1, frames do f[i] = vm:alloc_frame() end
+  return vm, vm.vcpu[1], vm:space(), f
+end
+
 local VA = 0x00400000                      -- PD index 2 of PDPT 0 of PML4 0
 
 ------------------------------------------------------------------ 1, 2: leaf unsync, upper levels tracked
 P.section("1-2 leaf unsync, upper levels write-tracked", function()
-  local vm = new_vm{ memory = "64M" }
-  local c = vm.vcpu[1]
-  local A = vm:space()
-  local f = {}
-  for i = 1, 8 do f[i] = vm:alloc_frame() end
+  local vm, c, A, f = guest({ memory = "64M" }, 8)
   A:map(VA, f[1])
   expect_ok(c:load_cr3(A))
   reads(c, VA, f[1], "1: A's page")                  -- shadows A's PDPT, PD and PT
@@ -143,11 +147,7 @@ end)
 
 ------------------------------------------------------------------ 5: sync before link (B1)
 P.section("5 sync before link (B1)", function()
-  local vm = new_vm{ memory = "64M" }
-  local c = vm.vcpu[1]
-  local A = vm:space()
-  local f = {}
-  for i = 1, 10 do f[i] = vm:alloc_frame() end
+  local vm, c, A, f = guest({ memory = "64M" }, 10)
   A:map(VA, f[1])
   expect_ok(c:load_cr3(A))
   reads(c, VA, f[1], "5: A")
@@ -186,11 +186,7 @@ end)
 
 ------------------------------------------------------------------ 6: write flooding
 P.section("6 write flooding", function()
-  local vm = new_vm{ memory = "64M" }
-  local c = vm.vcpu[1]
-  local A = vm:space()
-  local f = {}
-  for i = 1, 6 do f[i] = vm:alloc_frame() end
+  local vm, c, A, f = guest({ memory = "64M" }, 6)
   A:map(VA, f[1])
   -- PD index 3: a PT with pages never accessed (A = 0, so never prefetched): each
   -- first read of one faults and walks through the PD.
@@ -276,11 +272,7 @@ end)
 -- several entries of the same parent (mmu_pages_add skips a page already in the
 -- batch), so a CR3 load syncs it once.
 P.section("8 one sync per unsync page per walk", function()
-  local vm = new_vm{ memory = "64M" }
-  local c = vm.vcpu[1]
-  local A = vm:space()
-  local f = {}
-  for i = 1, 6 do f[i] = vm:alloc_frame() end
+  local vm, c, A, f = guest({ memory = "64M" }, 6)
   A:map(VA, f[1])
   local pt = A:entry(VA, 2) & 0x000FFFFFFFFFF000
   A:set_entry(0x00E00000, 2, pt | PTE.P | PTE.RW | PTE.US)   -- PD entries 2 and 7 -> one PT
@@ -326,11 +318,7 @@ end)
 -- §4.3 modern: creating an upper-level shadow page for a frame that has unsync leaf
 -- shadows zaps them; the frame is write-tracked from then on (stores are emulated).
 P.section("10 a page table reused as a page directory", function()
-  local vm = new_vm{ memory = "64M" }
-  local c = vm.vcpu[1]
-  local A = vm:space()
-  local f = {}
-  for i = 1, 6 do f[i] = vm:alloc_frame() end
+  local vm, c, A, f = guest({ memory = "64M" }, 6)
   A:map(VA, f[1])
   vm:write_phys(f[1], f[2] | PTE.P | PTE.RW | PTE.US | PTE.A, 8)   -- f1 read as a PT: entry 0 -> f2
   expect_ok(c:load_cr3(A))
@@ -353,11 +341,7 @@ end)
 -- writable is made read-only instead of unsyncing the table; the faulting access
 -- itself may unsync it.
 P.section("11 prefetch never unsyncs", function()
-  local vm = new_vm{ memory = "64M", prefetch = true }
-  local c = vm.vcpu[1]
-  local A = vm:space()
-  local f = {}
-  for i = 1, 6 do f[i] = vm:alloc_frame() end
+  local vm, c, A, f = guest({ memory = "64M", prefetch = true }, 6)
   A:map(VA, f[1])
   expect_ok(c:load_cr3(A))
   reads(c, VA, f[1], "11: A")                                       -- A's PT (P) shadowed
@@ -404,11 +388,7 @@ end
 -- MMU lock and takes the lock only when there is something to sync. A flushing CR3
 -- reload with nothing unsync takes no lock; with an unsync table below, it takes it.
 P.section("13 sync_roots takes the lock only when needed", function()
-  local vm = new_vm{ memory = "64M" }
-  local c = vm.vcpu[1]
-  local A = vm:space()
-  local f = {}
-  for i = 1, 3 do f[i] = vm:alloc_frame() end
+  local vm, c, A, f = guest({ memory = "64M" }, 3)
   A:map(VA, f[1])
   expect_ok(c:load_cr3(A))
   reads(c, VA, f[1], "13: A")

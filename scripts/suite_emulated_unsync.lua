@@ -21,6 +21,7 @@
 -- (A and D set as hardware sets them). All entries of both processes are compared every
 -- 16 operations. Arguments: `-- ops=N` (default 500 per mode).
 local S = shadowsim
+local mirror = require("mirror")
 local P = S.PTE
 
 local ops = 500
@@ -135,23 +136,7 @@ for mi, mode in ipairs{ "legacy32", "pae", "long4", "long5" } do
   end
 
   -- The guest's shootdown of `vas` in process p: on every vCPU running p.
-  local function shootdown(p, vas)
-    local how = S.random(1, 10)
-    for _, g in ipairs(guests) do
-      for v = 1, VCPUS do
-        if on[v] == p then
-          local c = g.vm.vcpu[v]
-          if how <= 6 then
-            for _, va in ipairs(vas) do c:invlpg(va) end
-          elseif how <= 9 then
-            S.expect_ok(c:load_cr3(g.spaces[p]))
-          else
-            S.expect_ok(c:set{ pge = false }); S.expect_ok(c:set{ pge = true })
-          end
-        end
-      end
-    end
-  end
+  local function shootdown(p, vas) mirror.shootdown(guests, on, p, vas) end
 
   -- A random PTE value (frame index chosen by the caller; same on both guests).
   local function pte_value(g, fi, bits)

@@ -27,12 +27,7 @@ local expect_ok = S.expect_ok
 local MODES = { "legacy32", "pae", "long4", "long5" }
 local KVA = { legacy32 = 0xD0400000, pae = 0xD0400000, long4 = 0xFFFFC90000200000, long5 = 0xFF91000000200000 }
 
-local function faults(code, what, first, fault)
-  if first ~= nil then error(("%s: expected #PF %s, got success"):format(what, S.hex(code)), 2) end
-  if fault.kind ~= "pf" or fault.error_code ~= code then
-    error(("%s: expected #PF %s, got %s"):format(what, S.hex(code), fault.text), 2)
-  end
-end
+local function faults(code, what, first, fault) return S.expect_fault(code, nil, what, first, fault) end
 
 for mi, mode in ipairs(MODES) do
   local vm = S.vm{ mode = mode, vcpus = 2, memory = "64M" }

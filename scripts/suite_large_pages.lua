@@ -30,22 +30,9 @@ local function put(vm, gpa, value)
   data[gpa] = value
 end
 
-local function reads(c, va, gpa, what, cpl)
-  local v, pa = c:read(va, 8, cpl or 3)
-  if v == nil then error(("%s: read of %s faulted: %s"):format(what, S.hex(va), pa.text), 2) end
-  if pa ~= gpa then error(("%s: read of %s reached %s, expected %s"):format(what, S.hex(va), S.hex(pa), S.hex(gpa)), 2) end
-  if data[gpa] ~= nil and v ~= data[gpa] then
-    error(("%s: read of %s gave %s, expected %s"):format(what, S.hex(va), S.hex(v), S.hex(data[gpa])), 2)
-  end
-  return v
-end
+local function reads(c, va, gpa, what, cpl) return S.expect_read(c, va, gpa, nil, what, cpl or 3) end
 
-local function faults(code, what, first, fault)
-  if first ~= nil then error(("%s: expected #PF %s, got success"):format(what, S.hex(code)), 2) end
-  if fault.kind ~= "pf" or fault.error_code ~= code then
-    error(("%s: expected #PF %s, got %s"):format(what, S.hex(code), fault.text), 2)
-  end
-end
+local function faults(code, what, first, fault) return S.expect_fault(code, nil, what, first, fault) end
 
 -- One large page size on one guest.
 -- cfg: size, bytes, level (of the mapping entry), child (bytes of the pages of a split),

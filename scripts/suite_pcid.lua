@@ -28,22 +28,9 @@ local S = shadowsim
 local P, PF = S.PTE, S.PF
 local expect_ok = S.expect_ok
 
-local function reads(c, va, gpa, value, what, cpl)
-  local v, pa = c:read(va, 8, cpl or 3)
-  if v == nil then error(("%s: read of %s faulted: %s"):format(what, S.hex(va), pa.text), 2) end
-  if pa ~= gpa then error(("%s: read of %s reached %s, expected %s"):format(what, S.hex(va), S.hex(pa), S.hex(gpa)), 2) end
-  if value ~= nil and v ~= value then
-    error(("%s: read of %s gave %s, expected %s"):format(what, S.hex(va), S.hex(v), S.hex(value)), 2)
-  end
-  return v
-end
+local function reads(c, va, gpa, value, what, cpl) return S.expect_read(c, va, gpa, value, what, cpl or 3) end
 
-local function faults(code, what, first, fault)
-  if first ~= nil then error(("%s: expected #PF %s, got success"):format(what, S.hex(code)), 2) end
-  if fault.kind ~= "pf" or fault.error_code ~= code then
-    error(("%s: expected #PF %s, got %s"):format(what, S.hex(code), fault.text), 2)
-  end
-end
+local function faults(code, what, first, fault) return S.expect_fault(code, nil, what, first, fault) end
 
 local VA, VB, VC = 0x00400000, 0x00401000, 0x00402000     -- one page table
 local VF = 0x00A00000                                      -- another page table

@@ -24,12 +24,7 @@ local expect_ok = S.expect_ok
 local NV = 4
 local SEEDS = 3
 
-local function faults(code, what, first, fault)
-  if first ~= nil then error(("%s: expected #PF %s, got success"):format(what, S.hex(code)), 2) end
-  if fault.kind ~= "pf" or fault.error_code ~= code then
-    error(("%s: expected #PF %s, got %s"):format(what, S.hex(code), fault.text), 2)
-  end
-end
+local function faults(code, what, first, fault) return S.expect_fault(code, nil, what, first, fault) end
 
 for mi, mode in ipairs{ "legacy32", "pae", "long4", "long5" } do
   local vm = S.vm{ mode = mode, vcpus = NV, memory = "64M" }

@@ -33,10 +33,7 @@ local function guest(mode, vcpus)
   return vm, vm.vcpu[1], f
 end
 
-local function reads(cpu, va, gpa, what)
-  local _, pa = expect_ok(cpu:read(va, 8, 3))
-  expect_eq(pa, gpa, what)
-end
+local function reads(cpu, va, gpa, what) return S.expect_read(cpu, va, gpa, nil, what, 3) end
 
 for _, mode in ipairs({ "legacy32", "pae", "long4", "long5" }) do
   local span = mode == "legacy32" and 0x400000 or 0x200000       -- what one PDE maps

@@ -24,31 +24,16 @@ local S = shadowsim
 local PF = S.PF
 
 -- Checks one access result; failures are reported at the caller's line.
-local function read_is(c, va, gpa, value, what, cpl)
-  local v, pa = c:read(va, 8, cpl)
-  if v == nil then error(what .. ": expected a read of " .. S.hex(va) .. " to reach " .. S.hex(gpa) .. ", got " .. pa.text, 2) end
-  if pa ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(pa), 2) end
-  if value ~= nil and v ~= value then error(what .. ": expected value " .. S.hex(value) .. ", got " .. S.hex(v), 2) end
-end
+local read_is = S.expect_read
 
 local function ok_is(gpa, what, first, fault)
   if first == nil then error(what .. ": expected success at gpa " .. S.hex(gpa) .. ", got " .. fault.text, 2) end
   if first ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(first), 2) end
 end
 
-local function pf_is(code, va, what, first, fault)
-  if first ~= nil then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got success " .. S.hex(first), 2) end
-  if fault.kind ~= "pf" then error(what .. ": expected #PF, got " .. fault.text, 2) end
-  if fault.error_code ~= code then error(what .. ": expected #PF error code " .. S.hex(code) .. ", got " .. fault.text, 2) end
-  if fault.cr2 ~= va then error(what .. ": expected CR2 " .. S.hex(va) .. ", got " .. S.hex(fault.cr2), 2) end
-end
+local pf_is = S.expect_fault
 
-local function delta_is(before, after, expected, what)
-  local d = S.delta(before, after)
-  for k, v in pairs(expected) do
-    if d[k] ~= v then error(what .. ": counter " .. k .. " changed by " .. tostring(d[k]) .. ", expected " .. v, 2) end
-  end
-end
+local delta_is = S.expect_delta
 
 local VA, VB, VC, VD = 0x00400000, 0x00401000, 0x00402000, 0x00403000
 local VE, VF, VG, VH = 0x00404000, 0x00405000, 0x00406000, 0x00407000

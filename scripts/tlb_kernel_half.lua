@@ -16,12 +16,7 @@
 -- hypervisor may legitimately flush more often.
 local S = shadowsim
 
-local function read_is(c, va, gpa, value, what)
-  local v, pa = c:read(va)
-  if v == nil then error(what .. ": expected a read of " .. S.hex(va) .. " to reach " .. S.hex(gpa) .. ", got " .. pa.text, 2) end
-  if pa ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(pa), 2) end
-  if value ~= nil and v ~= value then error(what .. ": expected value " .. S.hex(value) .. ", got " .. S.hex(v), 2) end
-end
+local read_is = S.expect_read
 
 local KVA = { long4 = 0xFFFFC90000003000, long5 = 0xFF91000000003000 }
 local UVA = 0x00400000

@@ -26,19 +26,9 @@ local S = shadowsim
 local PCIDE = 1 << 17
 local VA, VB, GVA = 0x00400000, 0x00401000, 0x00602000   -- distinct TLB sets
 
-local function read_is(c, va, gpa, value, what)
-  local v, pa = c:read(va)
-  if v == nil then error(what .. ": expected a read of " .. S.hex(va) .. " to reach " .. S.hex(gpa) .. ", got " .. pa.text, 2) end
-  if pa ~= gpa then error(what .. ": expected gpa " .. S.hex(gpa) .. ", got " .. S.hex(pa), 2) end
-  if value ~= nil and v ~= value then error(what .. ": expected value " .. S.hex(value) .. ", got " .. S.hex(v), 2) end
-end
+local read_is = S.expect_read
 
-local function delta_is(before, after, expected, what)
-  local d = S.delta(before, after)
-  for k, v in pairs(expected) do
-    if d[k] ~= v then error(what .. ": counter " .. k .. " changed by " .. tostring(d[k]) .. ", expected " .. v, 2) end
-  end
-end
+local delta_is = S.expect_delta
 
 local function nonglobal(c, pcid) return c:tlb_entries(pcid) - c:tlb_entries(4095) end
 

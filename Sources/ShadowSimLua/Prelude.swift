@@ -89,6 +89,43 @@ function M.expect_gp(first, fault)
   return fault
 end
 
+--- A read of `va` must succeed and reach `gpa` (and give `value`, when given). `cpl`
+--- defaults to the vCPU's. Returns the value read.
+function M.expect_read(cpu, va, gpa, value, what, cpl)
+  local v, pa = cpu:read(va, 8, cpl)
+  if v == nil then fail(what, ("read of %s faulted: %s"):format(M.hex(va), pa.text)) end
+  if pa ~= gpa then fail(what, ("read of %s reached %s, expected %s"):format(M.hex(va), M.hex(pa), M.hex(gpa))) end
+  if value ~= nil and v ~= value then
+    fail(what, ("read of %s gave %s, expected %s"):format(M.hex(va), M.hex(v), M.hex(value)))
+  end
+  return v
+end
+
+--- Expects an access's `nil, fault` to be a #PF with error code `code` (and CR2 `va`,
+--- when given).
+function M.expect_fault(code, va, what, first, fault)
+  if first ~= nil then fail(what, ("expected #PF %s, got success (%s)"):format(M.hex(code), show(first))) end
+  if type(fault) ~= "table" or fault.kind ~= "pf" or fault.error_code ~= code then
+    fail(what, ("expected #PF %s, got %s"):format(M.hex(code), show(fault)))
+  end
+  if va ~= nil and fault.cr2 ~= va then fail(what, ("expected CR2 %s, got %s"):format(M.hex(va), M.hex(fault.cr2))) end
+  return fault
+end
+
+--- Every counter named in `expected` must have changed by exactly that much.
+function M.expect_delta(before, after, expected, what)
+  local d = M.delta(before, after)
+  local keys = {}
+  for k in pairs(expected) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if d[k] ~= expected[k] then
+      fail(what, ("counter %s changed by %s, expected %s"):format(k, tostring(d[k]), tostring(expected[k])))
+    end
+  end
+  return d
+end
+
 --- Expects `f(...)` to raise an error whose message contains `pattern` (plain text).
 function M.expect_error(pattern, f, ...)
   local ok, err = pcall(f, ...)
