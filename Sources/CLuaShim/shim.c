@@ -67,7 +67,15 @@ int luashim_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        /* Name the Lua line that raised it, as for string errors. */
+        lua_Debug ar;
+        int level = 1;
+        while (lua_getstack(L, level, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline <= 0) level++;
+        if (lua_getstack(L, level, &ar) && ar.currentline > 0)
+            msg = lua_pushfstring(L, "%s:%d: error object is a %s value", ar.short_src, ar.currentline,
+                                  luaL_typename(L, 1));
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
@@ -96,6 +104,11 @@ void luashim_catch_interrupt(void) {
     sa.sa_handler = on_interrupt;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    /* A parent may have started us with SIGINT blocked (Foundation's Process does). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
 int luashim_interrupted(void) { return interrupted; }

@@ -17,13 +17,28 @@ public struct ShadowSimCommand: ParsableCommand {
         subcommands: [Run.self, Policies.self, Bugs.self])
 
     public init() {}
+
+    /// Like ArgumentParser's `main()`, but a command line it cannot parse exits with 2,
+    /// the status of every other usage error here (ArgumentParser's own is 64).
+    public static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Glibc.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// `shadowsim run SCRIPT.lua [--seed N] [--json FILE] [-- ARGS…]`
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a Lua scenario.",
-        discussion: "Exit status: 0 when the scenario completes, 1 when it raises an error or an expectation fails.")
+        discussion: "Exit status: 0 when the scenario completes, 1 when it raises an error or an expectation fails, 2 for a bad command line, 3 when a budget is exhausted, 130 on Ctrl-C.")
 
     @Argument(help: "The scenario script.")
     var script: String
@@ -97,6 +112,14 @@ struct Run: ParsableCommand {
         if let timeout {
             guard timeout > 0, timeout.isFinite else { printError("shadowsim: --timeout must be a positive number of seconds"); throw ExitCode(2) }
             limits.timeout = timeout
+        }
+        if let json {
+            // Found out now, not after a long run whose results would then be lost.
+            guard let f = fopen(json, "wb") else {
+                printError("shadowsim: --json \(json): cannot write: \(String(cString: strerror(errno)))")
+                throw ExitCode(2)
+            }
+            fclose(f)
         }
         luashim_catch_interrupt()
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: policy,

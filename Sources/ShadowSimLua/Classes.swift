@@ -39,6 +39,18 @@ private func sizeArgument(_ call: inout LuaCall, _ index: Int32) throws(LuaRaise
     return Int(v)
 }
 
+/// The value of a `size`-byte store: unsigned or two's-complement, so that `-1` fills
+/// the bytes; anything wider is a mistake of the script, not something to truncate.
+private func storeValue(_ call: inout LuaCall, _ index: Int32, size: Int) throws(LuaRaise) -> UInt64 {
+    let v = try call.integer(index)
+    guard size < 8 else { return UInt64(bitPattern: v) }
+    let bits = Int64(size * 8)
+    guard v >= -(1 << (bits - 1)) && v < (1 << bits) else {
+        throw call.argumentError(index, "value \(v < 0 ? "-" + hex(v.magnitude) : hex(UInt64(v))) does not fit \(size) byte\(size == 1 ? "" : "s")")
+    }
+    return UInt64(bitPattern: v) & ((1 << UInt64(bits)) - 1)
+}
+
 // MARK: VM
 
 func registerVMClass(_ lua: LuaState, session: Session) {
@@ -80,8 +92,8 @@ func registerVMClass(_ lua: LuaState, session: Session) {
         ("write_phys", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vm = try vm(&call)
             let gpa = try call.bits(2)
-            let value = try call.bits(3)
             let size = try sizeArgument(&call, 4)
+            let value = try storeValue(&call, 3, size: size)
             try core { () throws(MachineError) in try vm.machine.writePhysical(gpa, value, size: size) }
             return 0
         }),
@@ -184,8 +196,8 @@ func registerVCPUClass(_ lua: LuaState) {
         ("write", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vcpu = try cpu(&call)
             let va = try call.bits(2)
-            let value = try call.bits(3)
             let size = try sizeArgument(&call, 4)
+            let value = try storeValue(&call, 3, size: size)
             let cpl = try cplArgument(&call, 5)
             let r = try core { () throws(MachineError) in try vcpu.write(va, value: value, size: size, cpl: cpl) }
             guard r.isOK else { return pushFault(&call, r) }
