@@ -119,6 +119,7 @@ public final class ScenarioVM {
             ("resident_bytes", .integer(Int64(machine.memory.residentBytes))),
             ("estimated_cycles", .integer(Int64(cycles.vm + 0.5))),
             ("checked_accesses", .integer(Int64(checker?.accessesChecked ?? 0))),
+            ("unjudged_after_host_stores", .integer(Int64(checker?.hostStoreExemptions ?? 0))),
             ("counters", counterObject(counters)),
             ("per_vcpu", .array(machine.vcpus.indices.map { counterObject(counters(vcpu: $0)) })),
         ])

@@ -131,6 +131,36 @@ import GuestKernel
         }
     }
 
+    @Test func invlpgFindsEveryPieceOfAFracturedPageAfterAPartialFlush() throws {
+        // A global 4 MiB page cached as 4 KiB pieces (nested paging over 4 KiB host pages).
+        let tlb = TLB(smallEntries: 64)
+        func piece(_ va: UInt64) -> Translation {
+            Translation(physicalAddress: 0x40_0000 | va, pageBase: 0x40_0000 | va, pageSize: .size4K,
+                        rights: .writable, isGlobal: true, isDirty: true, leafLevel: 2, leafEntryAddress: 0)
+        }
+        for va: UInt64 in [0, 0x1000, 0x2000] {
+            tlb.insertPiece(va, translation: piece(va), of: .size4M, pcid: 0, global: true)
+        }
+        // INVPCID individual-address leaves globals alone: the pieces must stay findable.
+        tlb.flushAddress(0x2000, pcid: 0, includeGlobal: false)
+        #expect(tlb.lookup(0x1000, pcid: 0) != 0)
+        // INVLPG of any byte of the 4 MiB page drops every piece.
+        tlb.flushAddress(0x100, pcid: 0, includeGlobal: true)
+        for va: UInt64 in [0, 0x1000, 0x2000] { #expect(tlb.lookup(va, pcid: 0) == 0, "piece \(va)") }
+    }
+
+    @Test func thirtyTwoBitAccessesWrapAtFourGiB() throws {
+        let (machine, kernel, space) = try guest(.legacy32)
+        let cpu = machine.vcpus[0]
+        let (a, b) = (try kernel.allocateFrame(zeroedBy: cpu), try kernel.allocateFrame(zeroedBy: cpu))
+        try space.map(0xFFFF_F000, to: a, attributes: MappingAttributes(), by: cpu)
+        try space.map(0, to: b, attributes: MappingAttributes(), by: cpu)
+        _ = try cpu.loadCR3(space.root)
+        #expect(try cpu.write(0xFFFF_FFFE, value: 0x4433_2211, size: 4).isOK)
+        #expect(try machine.readPhysical(a + 0xFFE, size: 2) == 0x2211)
+        #expect(try machine.readPhysical(b, size: 2) == 0x4433, "the high half landed at linear 0")
+    }
+
     @Test func crossPageAccessesNeedBothPages() throws {
         let (machine, kernel, space) = try guest(.long4)
         let cpu = machine.vcpus[0]

@@ -45,6 +45,11 @@ extension ArchitecturalChecker {
         default:
             allowed = candidates.contains { permits($0, result: result, va: va, kind: kind, isUser: isUser, vcpu: vcpu) }
         }
+        if !allowed, !hostWrittenFrames.isEmpty,
+           store.path.contains(where: { hostWrittenFrames.contains($0.address >> 12) }) {
+            hostStoreExemptions &+= 1
+            allowed = true
+        }
         if !allowed {
             throw violation(vcpu, va, kind, isUser, result, current: current, candidates: candidates, store.path,
                             why: "no translation the guest's tables gave since the last invalidation allows it")

@@ -15,6 +15,12 @@ import ShadowMMU
 /// the translations the store may take away are recorded for the vCPUs using that root,
 /// tagged with the PCID (or as global). Invalidations remove what the SDM says they
 /// remove, and nothing more, so the checker never demands more than the architecture.
+///
+/// One deliberate exception: a host store (`writePhysical`: a device, or QEMU writing
+/// guest RAM) is not a guest store, and no shadow MMU traps it — KVM's shadow pages
+/// stay stale until the guest itself rewrites the entry or the page is zapped, however
+/// the guest invalidates. An access whose guest walk reads a frame the host ever stored
+/// to is therefore not judged (`hostStoreExemptions` counts them).
 public final class ArchitecturalChecker: MachineObserver {
     public let machine: Machine
     public let mmu: ShadowMMU?
@@ -24,6 +30,10 @@ public final class ArchitecturalChecker: MachineObserver {
     public internal(set) var events: UInt64 = 0
     public internal(set) var accessesChecked: UInt64 = 0
     public internal(set) var recordsAdded: UInt64 = 0
+    /// Accesses left unjudged because their walk read a frame written by a host store.
+    public internal(set) var hostStoreExemptions: UInt64 = 0
+    /// Frames the host stored to (see the type's comment).
+    var hostWrittenFrames: Set<UInt64> = []
 
     /// A translation a vCPU may still use although the tables no longer give it.
     struct Stale {
@@ -63,6 +73,7 @@ public final class ArchitecturalChecker: MachineObserver {
     public func willStore(_ vcpu: VCPU?, physicalAddress pa: UInt64, size: Int) throws(MachineError) {
         let who = vcpu.map { "vcpu[\($0.index + 1)]" } ?? "host"
         recent.add(events &+ 1, "\(who) store of \(size) bytes to gpa \(hex(pa))", frame: pa >> 12)
+        if vcpu == nil { hostWrittenFrames.insert(pa >> 12) }
         ensureIndex()
         guard let uses = index.tables[pa >> 12] else { return }
         for use in uses {

@@ -184,23 +184,37 @@ public final class TLB {
     /// Entries for the page containing `va`: the non-global ones of `pcid`, plus the
     /// global ones when `includeGlobal` (INVLPG) — whatever their page size.
     public func flushAddress(_ va: UInt64, pcid: UInt16, includeGlobal: Bool) {
-        if !fractured.isEmpty, let i = fractured.firstIndex(where: { va & ~$0.mask == $0.base }) {
-            // Every piece of that page goes (with whatever else shares it: flushing more
-            // than needed is allowed).
-            let range = fractured.remove(at: i)
-            for array in [small, large, large4M, huge] {
-                array.removeAll { tag, data in
-                    let pageVA = ((tag & TLB.vpnMask) >> 12) << array.pageShift
-                    guard pageVA & ~range.mask == range.base & ~range.mask & TLB.vpnMaskVA else { return false }
-                    return data & Flag.global != 0 ? includeGlobal : tag & 0xFFF == UInt64(pcid)
-                }
-            }
-        }
+        if !fractured.isEmpty { flushFracturedPages(containing: va, pcid: pcid, includeGlobal: includeGlobal) }
         for array in [small, large, large4M, huge] {
             array.remove(va) { tag, data in
                 if data & Flag.global != 0 { return includeGlobal }
                 return tag & 0xFFF == UInt64(pcid)
             }
+        }
+    }
+}
+
+extension TLB {
+    /// Drops every piece of each fractured page that contains `va` (with whatever else
+    /// shares the range: flushing more than needed is allowed). A range stays remembered
+    /// while pieces of it survive — globals when `includeGlobal` is false, or pieces of
+    /// other PCIDs — so that a later INVLPG still finds them all.
+    func flushFracturedPages(containing va: UInt64, pcid: UInt16, includeGlobal: Bool) {
+        var i = fractured.startIndex
+        while i < fractured.endIndex {
+            let range = fractured[i]
+            guard va & ~range.mask == range.base else { i += 1; continue }
+            var survivors = false
+            for array in [small, large, large4M, huge] {
+                array.removeAll { tag, data in
+                    let pageVA = ((tag & TLB.vpnMask) >> 12) << array.pageShift
+                    guard pageVA & ~range.mask == range.base & ~range.mask & TLB.vpnMaskVA else { return false }
+                    let drop = data & Flag.global != 0 ? includeGlobal : tag & 0xFFF == UInt64(pcid)
+                    if !drop { survivors = true }
+                    return drop
+                }
+            }
+            if survivors { i += 1 } else { fractured.remove(at: i) }
         }
     }
 }

@@ -122,9 +122,7 @@ public final class VCPU {
     public func read(_ va: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.reads &+= 1
         let isUser = (cpl ?? self.cpl) == 3
-        let r = try access(va, .read, size: size, isUser: isUser, value: 0)
-        if let observer { try observer.didAccess(self, va, .read, isUser: isUser, result: r) }
-        return r
+        return try access(va, .read, size: size, isUser: isUser, value: 0)
     }
 
     /// Writes the low `size` bytes of `value` at `va`.
@@ -132,9 +130,7 @@ public final class VCPU {
     public func write(_ va: UInt64, value: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.writes &+= 1
         let isUser = (cpl ?? self.cpl) == 3
-        let r = try access(va, .write, size: size, isUser: isUser, value: value)
-        if let observer { try observer.didAccess(self, va, .write, isUser: isUser, result: r) }
-        return r
+        return try access(va, .write, size: size, isUser: isUser, value: value)
     }
 
     /// Fetches an instruction byte at `va`.
@@ -142,9 +138,7 @@ public final class VCPU {
     public func fetch(_ va: UInt64, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.fetches &+= 1
         let isUser = (cpl ?? self.cpl) == 3
-        let r = try access(va, .fetch, size: 1, isUser: isUser, value: 0)
-        if let observer { try observer.didAccess(self, va, .fetch, isUser: isUser, result: r) }
-        return r
+        return try access(va, .fetch, size: 1, isUser: isUser, value: 0)
     }
 
     /// Stores `count` copies of `byte` from `va` (like REP STOSB): one write
@@ -182,53 +176,78 @@ public final class VCPU {
     }
 
     @usableFromInline
+    /// One access, reported to the observer page by page: an access that crosses a page
+    /// boundary is judged as two (the second at the next page's first byte).
     func access(_ va: UInt64, _ kind: AccessKind, size: Int, isUser: Bool, value: UInt64) throws(MachineError) -> AccessResult {
         try checkLinear(va, size: size)
         let first = try translate(va, kind, isUser: isUser)
-        guard first.isOK else { return first }
+        guard first.isOK else {
+            if let observer { try observer.didAccess(self, va, kind, isUser: isUser, result: first) }
+            return first
+        }
         let pageEnd = (va | 0xFFF) &+ 1
         let firstBytes = Int(min(UInt64(size), pageEnd &- va))
-        var second = AccessResult.ok(0)
-        if firstBytes < size {
-            // An access crossing a page boundary needs both translations before it happens.
-            second = try translate(pageEnd, kind, isUser: isUser)
-            guard second.isOK else { return second }
+        guard firstBytes < size else {
+            // Within one page: the common case.
+            let pa = first.physicalAddress
+            try checkBacked(pa, size: size, va: va)
+            let r: AccessResult
+            switch kind {
+            case .read:
+                r = .ok(pa, value: memory.load(pa, size: size))
+            case .write:
+                try observer?.willStore(self, physicalAddress: pa, size: size)
+                memory.store(pa, value, size: size)
+                if first.needsEmulation { try backend.emulatedWrite(self, physicalAddress: pa, size: size) }
+                r = .ok(pa)
+            case .fetch:
+                r = .ok(pa)
+            }
+            if let observer { try observer.didAccess(self, va, kind, isUser: isUser, result: r) }
+            return r
+        }
+        return try accessAcrossPages(va, kind, size: size, isUser: isUser, value: value, first: first)
+    }
+
+    /// An access crossing into the next page needs both translations before it happens.
+    /// (In 32-bit modes the linear address wraps at 4 GiB.)
+    func accessAcrossPages(_ va: UInt64, _ kind: AccessKind, size: Int, isUser: Bool, value: UInt64,
+                           first: AccessResult) throws(MachineError) -> AccessResult {
+        let pageEnd = mode.isLongMode ? (va | 0xFFF) &+ 1 : ((va | 0xFFF) &+ 1) & 0xFFFF_FFFF
+        let firstBytes = Int(0x1000 - (va & 0xFFF))
+        let second = try translate(pageEnd, kind, isUser: isUser)
+        if let observer { try observer.didAccess(self, va, kind, isUser: isUser, result: first) }
+        guard second.isOK else {
+            if let observer { try observer.didAccess(self, pageEnd, kind, isUser: isUser, result: second) }
+            return second
         }
         let pa = first.physicalAddress
         try checkBacked(pa, size: firstBytes, va: va)
-        if firstBytes < size { try checkBacked(second.physicalAddress, size: size - firstBytes, va: pageEnd) }
+        try checkBacked(second.physicalAddress, size: size - firstBytes, va: pageEnd)
+        func byteAddress(_ i: Int) -> UInt64 {
+            i < firstBytes ? pa + UInt64(i) : second.physicalAddress + UInt64(i - firstBytes)
+        }
+        var r = AccessResult.ok(pa)
         switch kind {
         case .read:
-            if firstBytes == size { return .ok(pa, value: memory.load(pa, size: size)) }
             var v: UInt64 = 0
-            for i in 0..<size {
-                let byteAddress = i < firstBytes ? pa + UInt64(i) : second.physicalAddress + UInt64(i - firstBytes)
-                v |= memory.load(byteAddress, size: 1) << UInt64(8 * i)
-            }
-            return .ok(pa, value: v)
+            for i in 0..<size { v |= memory.load(byteAddress(i), size: 1) << UInt64(8 * i) }
+            r = .ok(pa, value: v)
         case .write:
             if let observer {
                 try observer.willStore(self, physicalAddress: pa, size: firstBytes)
-                if firstBytes < size {
-                    try observer.willStore(self, physicalAddress: second.physicalAddress, size: size - firstBytes)
-                }
+                try observer.willStore(self, physicalAddress: second.physicalAddress, size: size - firstBytes)
             }
-            if firstBytes == size {
-                memory.store(pa, value, size: size)
-            } else {
-                for i in 0..<size {
-                    let byteAddress = i < firstBytes ? pa + UInt64(i) : second.physicalAddress + UInt64(i - firstBytes)
-                    memory.store(byteAddress, value >> UInt64(8 * i), size: 1)
-                }
-            }
+            for i in 0..<size { memory.store(byteAddress(i), value >> UInt64(8 * i), size: 1) }
             if first.needsEmulation { try backend.emulatedWrite(self, physicalAddress: pa, size: firstBytes) }
             if second.needsEmulation {
                 try backend.emulatedWrite(self, physicalAddress: second.physicalAddress, size: size - firstBytes)
             }
-            return .ok(pa)
         case .fetch:
-            return .ok(pa)
+            break
         }
+        if let observer { try observer.didAccess(self, pageEnd, kind, isUser: isUser, result: .ok(second.physicalAddress)) }
+        return r
     }
 
     @inlinable func checkLinear(_ va: UInt64, size: Int) throws(MachineError) {
