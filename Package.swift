@@ -12,6 +12,8 @@ let package = Package(
     products: [
         .executable(name: "shadowsim", targets: ["shadowsim"]),
         .library(name: "ShadowSimLua", targets: ["ShadowSimLua"]),
+        .library(name: "ShadowSimPolicies", targets: ["ShadowSimPolicies"]),
+        .executable(name: "shadowsim-fuzz", targets: ["shadowsim-fuzz"]),
     ] + policies.map { .library(name: $0 + "Policy", type: .dynamic, targets: [$0 + "Entry"]) },
     dependencies: [
         .package(path: "Packages/ShadowSimCore"),
@@ -34,10 +36,14 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "shadowsim", dependencies: ["ShadowSimCLI"]),
+        // Bytes to multi-VM operation sequences run under every policy with the checker
+        // on; `shadowsim-fuzz` is its libFuzzer target (tools/fuzz.sh) or a replay tool.
+        .target(name: "ShadowSimFuzzKit", dependencies: ["ShadowSimPolicies", core]),
+        .executableTarget(name: "shadowsim-fuzz", dependencies: ["ShadowSimFuzzKit"]),
         .testTarget(name: "X86Tests", dependencies: [core]),
         .testTarget(name: "ShadowMMUTests", dependencies: [core, "ShadowSimPolicies"] + policies.map { .target(name: $0) }),
         .testTarget(name: "ScenarioTests", dependencies: [
-            "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies",
+            "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies", "ShadowSimFuzzKit", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
     ] + policies.flatMap { name -> [Target] in [

@@ -22,8 +22,12 @@ import ShadowMMU
 /// the guest invalidates. An access whose guest walk reads a frame the host ever stored
 /// to is therefore not judged (`hostStoreExemptions` counts them).
 public final class ArchitecturalChecker: MachineObserver {
-    public let machine: Machine
-    public let mmu: ShadowMMU?
+    /// Neither is retained: the machine's vCPUs hold the checker (as their observer),
+    /// and the MMU holds the machine, so strong references back would keep all three
+    /// alive forever. Whoever owns the machine and its MMU keeps them alive as long as
+    /// the checker is used.
+    public unowned(unsafe) let machine: Machine
+    public unowned(unsafe) let mmu: ShadowMMU?
     /// Verify the shadow MMU's invariants after every event, not only at sync points.
     public var paranoid: Bool
     /// Events seen (accesses and control instructions), numbered from 1.

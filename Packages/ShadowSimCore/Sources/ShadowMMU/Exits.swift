@@ -26,11 +26,15 @@ extension ShadowVCPU {
         }
     }
 
-    /// KVM's `kvm_post_set_cr4`.
-    public func cr4Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError) {
-        guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.cr4Written(vcpu, previous: previous) }
+    /// KVM's `kvm_set_cr4`: PDPTEs reloaded with other values make the PAE root stale
+    /// (`load_pdptrs` frees it), then `kvm_post_set_cr4`.
+    public func cr4Written(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool) throws(MachineError) {
+        guard mmu.policy.shadowsGuestTables else {
+            return BareMetal.shared.cr4Written(vcpu, previous: previous, pdptesChanged: pdptesChanged)
+        }
         stats.exitsCRWrite &+= 1
         try exit { () throws(MachineError) in
+            if pdptesChanged { freeRoots(.current) }
             let now = vcpu.cr4
             let changed = previous ^ now
             let roleBits = CR4.pse | CR4.pae | CR4.la57 | CR4.smep | CR4.smap | (1 << 22)

@@ -65,6 +65,8 @@ enum FaultOutcome {
 extension ShadowVCPU {
     // MARK: VCPUBackend: TLB misses
 
+    public var handlesProtectionFaults: Bool { true }
+
     public func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
         guard mmu.policy.shadowsGuestTables else { return try translateMissTDP(va, kind, isUser: isUser) }
         let previous = mmu.actingVCPU
@@ -161,6 +163,14 @@ extension ShadowVCPU {
             return .emulate(gpa: walk.gpa)
         }
         var access = walk.pteAccess
+        if isWrite && access & Access.write == 0 && !vcpu.controls.cr0WP && !isUser
+            && access & Access.user != 0 && vcpu.controls.cr4SMAP {
+            // CR0.WP = 0 with SMAP: turning this user page into a supervisor one would
+            // let later supervisor accesses bypass SMAP once RFLAGS.AC is clear (AC
+            // changes do not exit), so the store the guest allowed is emulated instead.
+            stats.pfEmulate &+= 1
+            return .emulate(gpa: walk.gpa)
+        }
         if isWrite && access & Access.write == 0 && !vcpu.controls.cr0WP && !isUser {
             // CR0.WP = 0: a supervisor write to a read-only page gets a writable,
             // supervisor-only spte (not executable under SMEP).

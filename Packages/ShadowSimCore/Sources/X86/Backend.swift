@@ -3,13 +3,19 @@
 /// the backend services TLB misses and carries out the instructions' effects on
 /// translations (TLB flushes, and for a hypervisor whatever its MMU needs).
 public protocol VCPUBackend: AnyObject {
+    /// Whether a TLB hit that lacks the rights for an access goes to the backend as a
+    /// miss. Under shadow paging every hardware #PF exits to the hypervisor, which may
+    /// find the guest allows the access (an spte made for CR0.WP = 0, say) and fix it;
+    /// on bare metal the processor raises the #PF from the entry.
+    var handlesProtectionFaults: Bool { get }
     /// A TLB miss: translate `va` (filling the TLB) or return the fault the guest sees.
     func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult
     /// A store the backend let through with `needsEmulation` has been written to memory.
     func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) throws(MachineError)
     /// MOV to CR3 has loaded a new value (and, for PAE paging, the PDPTE registers).
     func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError)
-    func cr4Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError)
+    /// MOV to CR4 has changed it (and, for PAE paging, may have reloaded the PDPTEs).
+    func cr4Written(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool) throws(MachineError)
     func cr0Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError)
     func eferWritten(_ vcpu: VCPU, previous: UInt64) throws(MachineError)
     /// INVLPG of a canonical address.
@@ -22,6 +28,8 @@ public protocol VCPUBackend: AnyObject {
 /// instructions flush the TLB as SDM 4.10.4.1 says.
 public final class BareMetal: VCPUBackend, Sendable {
     public static let shared = BareMetal()
+
+    public var handlesProtectionFaults: Bool { false }
 
     public func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
         try vcpu.walkGuestTablesAndFill(va, kind, isUser: isUser)
@@ -38,7 +46,7 @@ public final class BareMetal: VCPUBackend, Sendable {
 
     /// Toggling PGE, clearing PCIDE or setting SMEP flushes everything (SMEP and PAE
     /// changes need only the current PCID; flushing more is allowed).
-    public func cr4Written(_ vcpu: VCPU, previous: UInt64) {
+    public func cr4Written(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool) {
         let changed = previous ^ vcpu.cr4
         if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && vcpu.cr4 & CR4.pcide == 0)
             || (changed & CR4.smep != 0 && vcpu.cr4 & CR4.smep != 0) {

@@ -281,9 +281,13 @@ public final class VCPU {
                 let mask = TLB.offsetMask(of: data)
                 return .ok((data & ~mask) | (va & mask))
             }
+            tlb.flushAddress(va, pcid: pcid, includeGlobal: true)
+            if backend.handlesProtectionFaults {
+                counters.tlbMisses &+= 1
+                return try backend.translateMiss(self, va, kind, isUser: isUser)
+            }
             counters.tlbHits &+= 1
             counters.pfProtection &+= 1
-            tlb.flushAddress(va, pcid: pcid, includeGlobal: true)
             let code = PageFaultCode.accessBits(kind: kind, isUser: isUser, controls: controls) | PageFaultCode.present
             return .pageFault(code, at: va)
         }
@@ -374,6 +378,7 @@ public final class VCPU {
             guard mode.isLongMode, cr3 & CR3Bits.pcidMask == 0 else { counters.gp &+= 1; return .generalProtection }
         }
         let previous = cr4
+        let previousPDPTEs = pdptes
         cr4 = value
         recomputeControls()
         if mode == .pae && changed & (CR4.pge | CR4.pse | CR4.smep) != 0 {
@@ -386,7 +391,7 @@ public final class VCPU {
             pdptes = loaded
             recomputeControls()
         }
-        try backend.cr4Written(self, previous: previous)
+        try backend.cr4Written(self, previous: previous, pdptesChanged: previousPDPTEs != pdptes)
         try observer?.didControl(self, .cr4Write(previous: previous))
         return .ok(0)
     }

@@ -1,0 +1,36 @@
+import Testing
+import Foundation
+import ShadowMMU
+import ShadowSimFuzzKit
+
+/// The fuzz corpus (Tests/FuzzCorpus: seeds and every input that once found a bug) runs
+/// clean under every policy; with a bug planted, the same inputs find it.
+@Suite struct FuzzCorpusTests {
+    static let corpus: [(name: String, bytes: [UInt8])] = {
+        let dir = ScenarioSuiteTests.repositoryRoot + "/Tests/FuzzCorpus"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.filter { !$0.hasPrefix(".") }.sorted() ?? []
+        return names.compactMap { name in
+            FileManager.default.contents(atPath: dir + "/" + name).map { (name, [UInt8]($0)) }
+        }
+    }()
+
+    @Test func corpusIsThere() {
+        #expect(FuzzCorpusTests.corpus.count >= 4)
+    }
+
+    @Test(arguments: FuzzCorpusTests.corpus.map(\.name))
+    func corpusInputRunsClean(_ name: String) throws {
+        let bytes = FuzzCorpusTests.corpus.first { $0.name == name }!.bytes
+        let outcome = try FuzzProgram(bytes).run()
+        #expect(outcome.operations > 0)
+        #expect(outcome.checkedAccesses > 0)
+    }
+
+    @Test(arguments: [PlantedBug.emulatedWriteKeepsSPTE, .writableSPTEToNewTable, .zapKeepsUnsync, .skipRemoteFlushAfterWriteProtect])
+    func aPlantedBugIsFound(_ bug: PlantedBug) {
+        let found = FuzzCorpusTests.corpus.contains { input in
+            (try? FuzzProgram(input.bytes, plantedBug: bug).run(policies: ["kvm-unsync"])) == nil
+        }
+        #expect(found, "no corpus input finds \(bug.rawValue)")
+    }
+}
