@@ -31,8 +31,10 @@ let package = Package(
         // The `shadowsim` Lua module: translates and checks arguments, knows no paging rules.
         .target(name: "ShadowSimLua", dependencies: ["LuaKit", "CLua", "CLuaShim", "ShadowSimPolicies", core]),
         // Command-line front end (a library so tests can drive it in-process).
+        // The benchmark suite behind `shadowsim bench`.
+        .target(name: "ShadowSimBench", dependencies: ["ShadowSimLua", "ShadowSimPolicies", core]),
         .target(name: "ShadowSimCLI", dependencies: [
-            "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", core,
+            "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", "ShadowSimBench", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "shadowsim", dependencies: ["ShadowSimCLI"]),

@@ -182,6 +182,11 @@ public final class ArchitecturalChecker: MachineObserver {
             }
         case .cr4Write(let previous):
             let changed = previous ^ vcpu.cr4
+            if contexts[v][0].root != vcpu.pagingRoot {
+                // PAE: the write reloaded the PDPTEs with other values. What the old ones
+                // gave may stay cached (unless the flushes below remove it).
+                snapshot(contexts[v][0].root, vcpu: v, pcid: vcpu.currentPCID, onlyGlobal: false)
+            }
             if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && vcpu.cr4 & CR4.pcide == 0) {
                 removeStale(v) { _ in true }
                 dropCachedContexts(v) { _ in true }
