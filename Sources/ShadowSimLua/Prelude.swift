@@ -32,7 +32,7 @@ end
 M.show = show
 
 local function fail(what, msg)
-  error((what and (what .. ": ") or "") .. msg, 3)
+  error((what ~= nil and (tostring(what) .. ": ") or "") .. msg, 3)
 end
 
 --- Fails unless `cond` holds.
@@ -207,5 +207,21 @@ function M.delta(before, after)
   local d = {}
   for k, v in pairs(after) do d[k] = v - (before[k] or 0) end
   return d
+end
+
+-- Whatever goes wrong inside a helper (a failed expectation, or a bad argument that
+-- reached Lua or the simulator from here) is reported at the script's line that called
+-- the helper, never at a line of this prelude.
+for _, name in ipairs{ "expect", "expect_eq", "expect_ne", "expect_ok", "expect_pf", "expect_gp",
+                       "expect_read", "expect_fault", "expect_delta", "expect_error", "delta",
+                       "markdown_table" } do
+  local helper = M[name]
+  M[name] = function(...)
+    local r = table.pack(pcall(helper, ...))
+    if r[1] then return table.unpack(r, 2, r.n) end
+    local e = r[2]
+    if type(e) ~= "string" then error(e, 0) end
+    error((e:gsub("^shadowsim%.prelude:%d+: ", "")), 2)
+  end
 end
 """#
