@@ -94,14 +94,15 @@ func residentBytes() -> Int {
     guard let f = fopen("/proc/self/statm", "r") else { return 0 }
     defer { fclose(f) }
     var size = 0, resident = 0
-    guard fscanf_pair(f, &size, &resident) else { return 0 }
+    guard readTwoIntegers(f, &size, &resident) else { return 0 }
     return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
-private func fscanf_pair(_ f: UnsafeMutablePointer<FILE>, _ a: inout Int, _ b: inout Int) -> Bool {
-    var buffer = [CChar](repeating: 0, count: 128)
-    guard fgets(&buffer, 128, f) != nil else { return false }
-    let fields = String(cString: buffer).split(separator: " ").compactMap { Int($0) }
+private func readTwoIntegers(_ f: UnsafeMutablePointer<FILE>, _ a: inout Int, _ b: inout Int) -> Bool {
+    var buffer = [UInt8](repeating: 0, count: 128)
+    guard fread(&buffer, 1, 127, f) > 0 else { return false }
+    let line = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }, as: UTF8.self)
+    let fields = line.split(separator: " ").compactMap { Int($0) }
     guard fields.count >= 2 else { return false }
     (a, b) = (fields[0], fields[1])
     return true

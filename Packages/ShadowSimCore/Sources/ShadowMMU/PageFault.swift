@@ -77,21 +77,20 @@ extension ShadowVCPU {
             stats.shadowWalks &+= 1
             vcpu.counters.walks &+= 1
             var errorCode = PageFaultCode.accessBits(kind: kind, isUser: isUser, controls: vcpu.controls)
-            if let leaf = shadowLeaf(for: va) {
-                let (sp, index) = leaf
-                let spte = sp.spt[index]
+            if let (spt, index, level) = shadowLeafSlot(for: va) {
+                let spte = spt[index]
                 var rights = PageRights(rawValue: 0)
                 if spte & SPTE.writable != 0 { rights.insert(.writable) }
                 if spte & SPTE.user != 0 { rights.insert(.user) }
                 if spte & SPTE.executeDisable != 0 { rights.insert(.executeDisable) }
                 if hardwarePermissions.permits(kind, isUser: isUser, rights: rights) {
-                    sp.spt[index] = spte | SPTE.accessed
-                    let size: PageSize = sp.level == 1 ? .size4K : sp.level == 2 ? .size2M : .size1G
+                    spt[index] = spte | SPTE.accessed
+                    let size: PageSize = level == 1 ? .size4K : level == 2 ? .size2M : .size1G
                     let base = (SPTE.target(spte) << 12) & ~size.offsetMask
                     vcpu.tlb.insert(va, translation: Translation(
                         physicalAddress: base | (va & size.offsetMask), pageBase: base, pageSize: size,
                         rights: rights, isGlobal: false, isDirty: rights.contains(.writable),
-                        leafLevel: sp.level, leafEntryAddress: 0), pcid: vcpu.currentPCID, global: false)
+                        leafLevel: level, leafEntryAddress: 0), pcid: vcpu.currentPCID, global: false)
                     return .ok(base | (va & size.offsetMask))
                 }
                 errorCode |= PageFaultCode.present
@@ -119,12 +118,39 @@ extension ShadowVCPU {
     /// The hardware's permission check on sptes: CR0.WP is always 1 under shadow paging
     /// (KVM emulates WP = 0 in the sptes), NX always on; SMEP/SMAP/AC are the guest's.
     var hardwarePermissions: PermissionTable {
+        let key = (vcpu.controls.cr4SMEP ? 1 : 0) | (vcpu.controls.cr4SMAP ? 2 : 0) | (vcpu.rflagsAC ? 4 : 0) as UInt8
+        if let cached = cachedHardwarePermissions, cached.key == key { return cached.table }
+        let table = buildHardwarePermissions()
+        cachedHardwarePermissions = (key, table)
+        return table
+    }
+
+    private func buildHardwarePermissions() -> PermissionTable {
         var c = PagingControls(mode: .long4)
         c.cr0WP = true
         c.eferNXE = true
         c.cr4SMEP = vcpu.controls.cr4SMEP
         c.cr4SMAP = vcpu.controls.cr4SMAP
         return PermissionTable(controls: c, rflagsAC: vcpu.rflagsAC)
+    }
+
+    /// The hardware walk of the shadow tables, as pointer chasing through the MMU's
+    /// tables by page id: the slot of the present leaf spte for `va`, or nil.
+    @inline(__always)
+    func shadowLeafSlot(for va: UInt64) -> (spt: UnsafeMutablePointer<UInt64>, index: Int, level: Int)? {
+        let rootID: Int32
+        if let pae = root.paeRoots { rootID = pae[Int((va >> 30) & 3)] } else { rootID = root.page }
+        let table = mmu.sptTable, levels = mmu.levelTable, capacity = mmu.tableCapacity
+        var id = Int(rootID)
+        while id >= 0 && id < capacity, let spt = table[id] {
+            let level = Int(levels[id])
+            let index = Int((va >> UInt64(12 + 9 * (level - 1))) & 511)
+            let spte = spt[index]
+            guard SPTE.isPresent(spte) else { return nil }
+            if level == 1 || spte & SPTE.large != 0 { return (spt, index, level) }
+            id = Int(SPTE.target(spte))
+        }
+        return nil
     }
 
     /// The hardware walk of the shadow tables: the present leaf spte for `va`, or nil.

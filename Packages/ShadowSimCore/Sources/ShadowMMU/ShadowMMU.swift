@@ -6,13 +6,15 @@ import X86
 public final class SimulationHost {
     /// Shared objects by key (a policy's name).
     public var shared: [String: AnyObject] = [:]
-    /// The MMUs of the host's VMs.
-    public var mmus: [ShadowMMU] { weakMMUs.compactMap(\.mmu) }
-    var weakMMUs: [WeakMMU] = []
+    /// The MMUs of the host's VMs (each removes itself when it goes).
+    public var mmus: [ShadowMMU] { registered.map(\.mmu) }
+    /// Not `weak`: a weak reference gives the MMU a side-table refcount, which makes
+    /// every retain and release of it slow on the TLB-miss path.
+    var registered: [Registration] = []
 
     public init() {}
 
-    struct WeakMMU { weak var mmu: ShadowMMU? }
+    struct Registration { unowned(unsafe) let mmu: ShadowMMU }
 }
 
 /// Settings of one VM's shadow MMU.
@@ -53,6 +55,11 @@ public final class ShadowMMU {
     public internal(set) var vcpus: [ShadowVCPU] = []
 
     var pages: [ShadowPage?] = []
+    /// By page id: the page's sptes and level (0 = no page), so the hardware walk of the
+    /// shadow tables is pointer chasing with no reference counting.
+    private(set) var sptTable: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?> = .allocate(capacity: 0)
+    private(set) var levelTable: UnsafeMutablePointer<UInt8> = .allocate(capacity: 0)
+    private(set) var tableCapacity = 0
     var freeIDs: [Int32] = []
     var serial: UInt64 = 0
     var hash: [UInt64: [Int32]] = [:]
@@ -84,9 +91,28 @@ public final class ShadowMMU {
         let guestPages = Int(machine.memory.capacity >> 12)
         maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
         vcpus = machine.vcpus.map { ShadowVCPU(mmu: self, vcpu: $0) }
-        host.weakMMUs.append(SimulationHost.WeakMMU(mmu: self))
+        host.registered.append(SimulationHost.Registration(mmu: self))
         policy.attach(to: self)
         for v in vcpus { v.vcpu.backend = v }
+    }
+
+    deinit {
+        host.registered.removeAll { $0.mmu === self }
+        sptTable.deallocate()
+        levelTable.deallocate()
+    }
+
+    private func growTables(to minimum: Int) {
+        let capacity = max(minimum, tableCapacity * 2, 64)
+        let spts = UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>.allocate(capacity: capacity)
+        spts.initialize(repeating: nil, count: capacity)
+        spts.update(from: sptTable, count: tableCapacity)
+        let levels = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        levels.initialize(repeating: 0, count: capacity)
+        levels.update(from: levelTable, count: tableCapacity)
+        sptTable.deallocate()
+        levelTable.deallocate()
+        (sptTable, levelTable, tableCapacity) = (spts, levels, capacity)
     }
 
     public var mode: PagingMode { machine.mode }
@@ -162,6 +188,9 @@ public final class ShadowMMU {
         serial &+= 1
         let sp = ShadowPage(id: id, gfn: gfn, role: role, serial: serial)
         pages[Int(id)] = sp
+        if Int(id) >= tableCapacity { growTables(to: Int(id) + 1) }
+        sptTable[Int(id)] = sp.spt
+        levelTable[Int(id)] = UInt8(role.level)
         hash[gfn, default: []].insert(id, at: 0)
         activeOrder.append(id)
         stats.shadowPages &+= 1
@@ -431,6 +460,8 @@ public final class ShadowMMU {
             hash[sp.gfn] = list.isEmpty ? nil : list
         }
         pages[Int(sp.id)] = nil
+        sptTable[Int(sp.id)] = nil
+        levelTable[Int(sp.id)] = 0
         freeIDs.append(sp.id)
         stats.shadowPages &-= 1
     }

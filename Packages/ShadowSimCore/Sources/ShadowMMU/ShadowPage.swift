@@ -26,7 +26,7 @@ public struct PageRole: Hashable, Sendable, CustomStringConvertible {
 
     public init(word: UInt32 = 0) { self.word = word }
 
-    private func field(_ shift: UInt32, _ width: UInt32) -> UInt32 { (word >> shift) & ((1 << width) - 1) }
+    @inline(__always) private func field(_ shift: UInt32, _ width: UInt32) -> UInt32 { (word >> shift) & ((1 << width) - 1) }
     private mutating func set(_ shift: UInt32, _ width: UInt32, _ value: UInt32) {
         let mask: UInt32 = ((1 << width) - 1) << shift
         word = (word & ~mask) | ((value << shift) & mask)
@@ -102,7 +102,9 @@ public final class ShadowPage {
     public let id: Int32
     public let gfn: UInt64
     public internal(set) var role: PageRole
-    var spt: [UInt64]
+    /// The 512 sptes: fixed storage (the shadow walk reads it through
+    /// `ShadowMMU.sptTable`, without touching this object).
+    let spt: UnsafeMutablePointer<UInt64>
     public internal(set) var parents: [SPTERef] = []
     public internal(set) var unsync = false
     public internal(set) var unsyncChildren = 0
@@ -120,8 +122,11 @@ public final class ShadowPage {
         self.gfn = gfn
         self.role = role
         self.serial = serial
-        spt = [UInt64](repeating: 0, count: 512)
+        spt = .allocate(capacity: 512)
+        spt.initialize(repeating: 0, count: 512)
     }
+
+    deinit { spt.deallocate() }
 
     /// Shadows a guest table (not a direct page).
     public var hasGPTEs: Bool { !role.direct }

@@ -31,8 +31,13 @@ public struct Requests: OptionSet, Sendable {
 /// requests and statistics. It is the vCPU's backend: TLB misses walk the shadow
 /// tables, and what would exit to a hypervisor lands here.
 public final class ShadowVCPU: VCPUBackend {
-    public unowned let mmu: ShadowMMU
-    public unowned let vcpu: VCPU
+    // Not retained, and not checked (a checked `unowned` costs a retain/release pair per
+    // use on the TLB-miss path): the MMU owns its ShadowVCPUs and must outlive the
+    // machine's use of them; the vCPU holds this object as its backend.
+    public unowned(unsafe) let mmu: ShadowMMU
+    public unowned(unsafe) let vcpu: VCPU
+    /// The hardware permission table, rebuilt only when its inputs change.
+    var cachedHardwarePermissions: (key: UInt8, table: PermissionTable)?
     public internal(set) var root = RootSlot()
     public internal(set) var previousRoots = [RootSlot](repeating: RootSlot(), count: 3)
     public internal(set) var pending: Requests = []
