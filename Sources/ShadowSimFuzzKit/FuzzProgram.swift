@@ -22,10 +22,14 @@ public struct FuzzProgram {
     let bytes: [UInt8]
     /// A bug planted in every shadow MMU (to show that the fuzzer finds what it should).
     let plantedBug: PlantedBug?
+    /// Attach the architectural checker (without it the vCPUs take their fast paths,
+    /// which must change no result: a test compares the two traces).
+    let checked: Bool
 
-    public init(_ bytes: [UInt8], plantedBug: PlantedBug? = nil) {
+    public init(_ bytes: [UInt8], plantedBug: PlantedBug? = nil, checked: Bool = true) {
         self.bytes = bytes
         self.plantedBug = plantedBug
+        self.checked = checked
     }
 
     /// What running one input under every policy did.
@@ -33,6 +37,7 @@ public struct FuzzProgram {
         public var operations = 0
         public var skipped = 0
         public var checkedAccesses: UInt64 = 0
+        var failures = 0
     }
 
     /// Runs the input under each of `policies`; throws the first finding. `trace`
@@ -40,13 +45,14 @@ public struct FuzzProgram {
     public func run(policies: [String] = FuzzProgram.policies, trace: ((String) -> Void)? = nil) throws(FuzzFinding) -> Outcome {
         var total = Outcome()
         for policy in policies {
-            var world = FuzzWorld(bytes: bytes, policy: policy, plantedBug: plantedBug)
+            var world = FuzzWorld(bytes: bytes, policy: policy, plantedBug: plantedBug, checked: checked)
             world.trace = trace
             try world.build()
             try world.runOperations()
             total.operations += world.outcome.operations
             total.skipped += world.outcome.skipped
             total.checkedAccesses += world.checkedAccesses
+            total.failures += world.outcome.skipped
         }
         return total
     }
@@ -87,17 +93,17 @@ struct ByteReader {
 final class FuzzVM {
     let machine: Machine
     let mmu: ShadowMMU?
-    let checker: ArchitecturalChecker
+    let checker: ArchitecturalChecker?
     let kernel: GuestKernel
     var spaces: [AddressSpace] = []
     /// Frames the guest allocated for data (and that entries may point at).
     var frames: [UInt64] = []
 
-    init(machine: Machine, mmu: ShadowMMU?, kernel: GuestKernel) {
+    init(machine: Machine, mmu: ShadowMMU?, kernel: GuestKernel, checked: Bool) {
         self.machine = machine
         self.mmu = mmu
         self.kernel = kernel
-        checker = ArchitecturalChecker(machine: machine, mmu: mmu)
+        checker = checked ? ArchitecturalChecker(machine: machine, mmu: mmu) : nil
     }
 
     var mode: PagingMode { machine.mode }

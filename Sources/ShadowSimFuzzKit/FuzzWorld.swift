@@ -14,14 +14,16 @@ struct FuzzWorld {
     var trace: ((String) -> Void)?
 
     let plantedBug: PlantedBug?
+    let checked: Bool
 
-    init(bytes: [UInt8], policy: String, plantedBug: PlantedBug?) {
+    init(bytes: [UInt8], policy: String, plantedBug: PlantedBug?, checked: Bool) {
         reader = ByteReader(bytes: bytes)
         self.policy = policy
         self.plantedBug = plantedBug
+        self.checked = checked
     }
 
-    var checkedAccesses: UInt64 { vms.reduce(0) { $0 + $1.checker.accessesChecked } }
+    var checkedAccesses: UInt64 { vms.reduce(0) { $0 + ($1.checker?.accessesChecked ?? 0) } }
 
     // MARK: Setup (the first bytes)
 
@@ -56,10 +58,16 @@ struct FuzzWorld {
                     mmu = ShadowMMU(machine: machine, policy: made, configuration: mmuConfig, host: host)
                 }
                 let kernel = try GuestKernel(machine: machine)
-                let vm = FuzzVM(machine: machine, mmu: mmu, kernel: kernel)
+                let vm = FuzzVM(machine: machine, mmu: mmu, kernel: kernel, checked: checked)
                 let cpu = machine.vcpus[0]
                 for _ in 0..<3 { vm.spaces.append(try kernel.newAddressSpace(by: cpu)) }
-                for _ in 0..<12 { vm.frames.append(try kernel.allocateFrame(zeroedBy: cpu)) }
+                for i in 0..<12 {
+                    let frame = try kernel.allocateFrame(zeroedBy: cpu)
+                    // A guest store gives the frame storage (zero frames have none), so
+                    // accesses to it can take the vCPUs' fast path when unchecked.
+                    _ = try cpu.write(kernel.physmapAddress(of: frame) + 8, value: UInt64(i) << 32 | 0x5a5a, cpl: 0)
+                    vm.frames.append(frame)
+                }
                 for v in machine.vcpus { _ = try v.loadCR3(vm.spaces[0].root) }
                 vms.append(vm)
             } catch {
@@ -155,12 +163,12 @@ struct FuzzWorld {
             if opcode == 5 {
                 note("read \(size) at \(hex(va)) CPL \(cpl)")
                 let r = try cpu.read(va, size: size, cpl: cpl)
-            note(" = \(r.summary)")
+                note(" = \(r.summary) \(hex(r.physicalAddress)) \(hex(r.value))")
             } else {
                 let value = reader.word()
                 note("write \(size) at \(hex(va)) CPL \(cpl)")
                 let r = try cpu.write(va, value: value, size: size, cpl: cpl)
-            note(" = \(r.summary)")
+                note(" = \(r.summary) \(hex(r.physicalAddress))")
             }
         case 7:
             let va = address(vm)

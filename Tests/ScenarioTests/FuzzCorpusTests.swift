@@ -34,3 +34,20 @@ import ShadowSimFuzzKit
         #expect(found, "no corpus input finds \(bug.rawValue)")
     }
 }
+
+/// The vCPUs' fast path (taken when no checker watches) gives exactly the results of
+/// the checked slow path: every operation's outcome, address and value, for corpus
+/// inputs under every policy.
+@Suite struct FastPathEquivalenceTests {
+    @Test(arguments: FuzzCorpusTests.corpus.map(\.name))
+    func fastPathChangesNoResult(_ name: String) throws {
+        let bytes = FuzzCorpusTests.corpus.first { $0.name == name }!.bytes
+        for policy in FuzzProgram.policies {
+            var checked: [String] = [], unchecked: [String] = []
+            _ = try FuzzProgram(bytes).run(policies: [policy]) { checked.append($0) }
+            _ = try FuzzProgram(bytes, checked: false).run(policies: [policy]) { unchecked.append($0) }
+            let firstDifference = zip(checked, unchecked).first { $0 != $1 }
+            #expect(checked == unchecked, "\(policy): \(firstDifference.map { "\($0) vs \($1)" } ?? "lengths differ")")
+        }
+    }
+}

@@ -161,6 +161,48 @@ import GuestKernel
         #expect(try machine.readPhysical(b, size: 2) == 0x4433, "the high half landed at linear 0")
     }
 
+    @Test func theFastPathKeepsEveryRightsRule() throws {
+        let (machine, kernel, space) = try guest(.long4) { $0.cr4SMAP = true }
+        let cpu = machine.vcpus[0]
+        let frames = try (0..<4).map { _ in try kernel.allocateFrame(zeroedBy: cpu) }
+        for f in frames { try machine.writePhysical(f, 0x77, size: 8) }   // frames with storage
+        var readOnly = MappingAttributes(); readOnly.writable = false; readOnly.user = false
+        var clean = MappingAttributes(); clean.user = false
+        var user = MappingAttributes(); user.accessed = true; user.dirty = true
+        try space.map(0x1000, to: frames[0], attributes: readOnly, by: cpu)
+        try space.map(0x2000, to: frames[1], attributes: clean, by: cpu)
+        try space.map(0x3000, to: frames[2], attributes: user, by: cpu)
+        _ = try cpu.loadCR3(space.root)
+        // A read-only supervisor page: reads (twice: the second from the fast path), then
+        // a store faults under CR0.WP = 1 and succeeds under WP = 0.
+        #expect(try cpu.read(0x1000, cpl: 0).value == 0x77)
+        #expect(try cpu.read(0x1008, cpl: 0).value == 0)
+        #expect(try cpu.write(0x1000, value: 1, cpl: 0).errorCode == 0x3)
+        #expect(try cpu.read(0x1008, cpl: 3).errorCode == 0x5, "a user read of a supervisor page faults")
+        _ = try cpu.read(0x1008, cpl: 0)
+        #expect(try cpu.writeCR0(cpu.cr0 & ~CR0.wp).isOK)
+        #expect(try cpu.write(0x1000, value: 1, cpl: 0).isOK)
+        #expect(try cpu.writeCR0(cpu.cr0 | CR0.wp).isOK)
+        // A clean writable page: a store after reads still sets D in the PTE.
+        _ = try cpu.read(0x2000, cpl: 0); _ = try cpu.read(0x2000, cpl: 0)
+        #expect(try cpu.write(0x2000, value: 2, cpl: 0).isOK)
+        #expect(try space.leaf(0x2000)!.value & PTE.dirty != 0)
+        // SMAP: a supervisor read of a user page works with AC = 1, faults once AC clears.
+        cpu.setAlignmentCheck(true)
+        _ = try cpu.read(0x3000, cpl: 0)
+        #expect(try cpu.read(0x3000, cpl: 0).isOK)
+        cpu.setAlignmentCheck(false)
+        #expect(try cpu.read(0x3000, cpl: 0).outcome == .pageFault)
+        #expect(try cpu.read(0x3000, cpl: 3).isOK)
+        // INVLPG after a PTE change: the new frame, not the cached one.
+        try space.map(0x3000, to: frames[3], attributes: user, by: cpu)
+        _ = try cpu.invlpg(0x3000)
+        #expect(try cpu.read(0x3000, cpl: 3).physicalAddress == frames[3])
+        // A host store is seen by the next read through a cached translation.
+        try machine.writePhysical(frames[3] + 16, 0xabc, size: 8)
+        #expect(try cpu.read(0x3010, cpl: 3).value == 0xabc)
+    }
+
     @Test func crossPageAccessesNeedBothPages() throws {
         let (machine, kernel, space) = try guest(.long4)
         let cpu = machine.vcpus[0]

@@ -99,6 +99,29 @@ public final class GuestMemory {
         return frame
     }
 
+    /// `size` (1, 2, 4 or 8) little-endian bytes at `offset` of a frame; the access must
+    /// stay inside it.
+    @inlinable @inline(__always)
+    public static func load(_ f: Frame, offset: Int, size: Int) -> UInt64 {
+        switch size {
+        case 1: UInt64(f.load(fromByteOffset: offset, as: UInt8.self))
+        case 2: UInt64(UInt16(littleEndian: f.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+        case 4: UInt64(UInt32(littleEndian: f.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+        default: UInt64(littleEndian: f.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+        }
+    }
+
+    /// Writes the low `size` (1, 2, 4 or 8) bytes of `value` at `offset` of a frame.
+    @inlinable @inline(__always)
+    public static func store(_ f: Frame, offset: Int, _ value: UInt64, size: Int) {
+        switch size {
+        case 1: f.storeBytes(of: UInt8(truncatingIfNeeded: value), toByteOffset: offset, as: UInt8.self)
+        case 2: f.storeBytes(of: UInt16(truncatingIfNeeded: value).littleEndian, toByteOffset: offset, as: UInt16.self)
+        case 4: f.storeBytes(of: UInt32(truncatingIfNeeded: value).littleEndian, toByteOffset: offset, as: UInt32.self)
+        default: f.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
+        }
+    }
+
     // MARK: Little-endian access. Unchecked: the caller must have checked `contains`
     // (an address beyond capacity indexes past the radix). An access may cross frames.
 
@@ -107,12 +130,7 @@ public final class GuestMemory {
         let offset = Int(truncatingIfNeeded: address & 4095)
         if offset &+ size <= 4096 {
             guard let f = frame(address >> 12) else { return 0 }
-            switch size {
-            case 1: return UInt64(f.load(fromByteOffset: offset, as: UInt8.self))
-            case 2: return UInt64(UInt16(littleEndian: f.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
-            case 4: return UInt64(UInt32(littleEndian: f.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-            default: return UInt64(littleEndian: f.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-            }
+            return GuestMemory.load(f, offset: offset, size: size)
         }
         var value: UInt64 = 0
         for i in 0..<size { value |= load(address &+ UInt64(i), size: 1) << UInt64(8 * i) }
@@ -123,13 +141,7 @@ public final class GuestMemory {
     @inlinable public func store(_ address: UInt64, _ value: UInt64, size: Int) {
         let offset = Int(truncatingIfNeeded: address & 4095)
         if offset &+ size <= 4096 {
-            let f = frameForWriting(address >> 12)
-            switch size {
-            case 1: f.storeBytes(of: UInt8(truncatingIfNeeded: value), toByteOffset: offset, as: UInt8.self)
-            case 2: f.storeBytes(of: UInt16(truncatingIfNeeded: value).littleEndian, toByteOffset: offset, as: UInt16.self)
-            case 4: f.storeBytes(of: UInt32(truncatingIfNeeded: value).littleEndian, toByteOffset: offset, as: UInt32.self)
-            default: f.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
-            }
+            GuestMemory.store(frameForWriting(address >> 12), offset: offset, value, size: size)
             return
         }
         for i in 0..<size { store(address &+ UInt64(i), value >> UInt64(8 * i), size: 1) }

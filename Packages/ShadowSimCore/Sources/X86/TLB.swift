@@ -41,6 +41,9 @@ public final class TLB {
     /// Per-PCID flush epochs (4096 PCIDs).
     @usableFromInline let epochs: UnsafeMutablePointer<UInt8>
 
+    /// The vCPU's page → host-frame cache in front of this TLB (see its invariants).
+    @usableFromInline var fast = FastTranslations()
+
     /// Entries filled, for statistics.
     public private(set) var fills: UInt64 = 0
 
@@ -64,6 +67,7 @@ public final class TLB {
         large4M.deallocate()
         huge.deallocate()
         epochs.deallocate()
+        fast.deallocate()
     }
 
     /// Total capacity in entries.
@@ -157,6 +161,7 @@ public final class TLB {
 
     /// Everything, globals included, for every PCID.
     public func flushAll() {
+        fast.clear()
         small.clear(); large.clear(); large4M.clear(); huge.clear()
         fractured.removeAll()
         epochs.update(repeating: 0, count: 4096)
@@ -164,6 +169,7 @@ public final class TLB {
 
     /// Non-global entries of one PCID (MOV to CR3, INVPCID single-context).
     public func flushNonGlobal(pcid: UInt16) {
+        fast.clear()
         let p = Int(pcid)
         if epochs[p] == TLB.epochLimit {
             // Wrap: scrub the PCID's non-global entries so old epochs cannot come back.
@@ -178,12 +184,14 @@ public final class TLB {
 
     /// Non-global entries of every PCID (INVPCID all-context except globals).
     public func flushAllNonGlobal() {
+        fast.clear()
         for array in [small, large, large4M, huge] { array.removeAll { _, data in data & Flag.global == 0 } }
     }
 
     /// Entries for the page containing `va`: the non-global ones of `pcid`, plus the
     /// global ones when `includeGlobal` (INVLPG) — whatever their page size.
     public func flushAddress(_ va: UInt64, pcid: UInt16, includeGlobal: Bool) {
+        fast.clear()
         if !fractured.isEmpty { flushFracturedPages(containing: va, pcid: pcid, includeGlobal: includeGlobal) }
         for array in [small, large, large4M, huge] {
             array.remove(va) { tag, data in

@@ -59,7 +59,7 @@ public final class VCPU {
     /// What services TLB misses and the side effects of control instructions.
     public var backend: any VCPUBackend = BareMetal.shared
     /// Sees every store, access result and control instruction (nil: nobody watches).
-    public var observer: (any MachineObserver)?
+    public var observer: (any MachineObserver)? { didSet { tlb.fast.clear() } }
 
     public private(set) var cr0: UInt64
     /// CR3 as stored (bit 63 of a MOV source is never stored).
@@ -97,6 +97,7 @@ public final class VCPU {
     public var pagingRoot: PagingRoot { root }
 
     private func recomputeControls() {
+        tlb.fast.clear()
         controls.cr0WP = cr0 & CR0.wp != 0
         controls.cr4PSE = cr4 & CR4.pse != 0
         controls.cr4SMEP = cr4 & CR4.smep != 0
@@ -122,6 +123,12 @@ public final class VCPU {
     public func read(_ va: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.reads &+= 1
         let isUser = (cpl ?? self.cpl) == 3
+        let fast = tlb.fast
+        if let slot = fast.find(va, size: size, allow: isUser ? FastTranslations.Allow.userRead : FastTranslations.Allow.supervisorRead) {
+            counters.tlbHits &+= 1
+            let offset = Int(truncatingIfNeeded: va & 0xFFF)
+            return .ok(fast.pages[slot] | UInt64(offset), value: GuestMemory.load(fast.frames[slot]!, offset: offset, size: size))
+        }
         return try access(va, .read, size: size, isUser: isUser, value: 0)
     }
 
@@ -130,6 +137,13 @@ public final class VCPU {
     public func write(_ va: UInt64, value: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         counters.writes &+= 1
         let isUser = (cpl ?? self.cpl) == 3
+        let fast = tlb.fast
+        if let slot = fast.find(va, size: size, allow: isUser ? FastTranslations.Allow.userWrite : FastTranslations.Allow.supervisorWrite) {
+            counters.tlbHits &+= 1
+            let offset = Int(truncatingIfNeeded: va & 0xFFF)
+            GuestMemory.store(fast.frames[slot]!, offset: offset, value, size: size)
+            return .ok(fast.pages[slot] | UInt64(offset))
+        }
         return try access(va, .write, size: size, isUser: isUser, value: value)
     }
 
@@ -203,10 +217,33 @@ public final class VCPU {
             case .fetch:
                 r = .ok(pa)
             }
-            if let observer { try observer.didAccess(self, va, kind, isUser: isUser, result: r) }
+            if let observer {
+                try observer.didAccess(self, va, kind, isUser: isUser, result: r)
+            } else if kind != .fetch && !first.needsEmulation {
+                rememberFastTranslation(va)
+            }
             return r
         }
         return try accessAcrossPages(va, kind, size: size, isUser: isUser, value: value, first: first)
+    }
+
+    /// Fills the fast cache from the TLB entry that now serves `va` (if the TLB holds
+    /// one and its frame has storage), with every access kind that entry allows under
+    /// the current controls — a store only through a dirty entry, as on a TLB hit.
+    func rememberFastTranslation(_ va: UInt64) {
+        let data = tlb.lookup(va, pcid: pcid)
+        guard data != 0 else { return }
+        let mask = TLB.offsetMask(of: data)
+        let page = ((data & ~mask) | (va & mask)) & ~0xFFF
+        guard let frame = memory.frame(page >> 12) else { return }
+        let rights = PageRights(rawValue: UInt8(truncatingIfNeeded: data & 7))
+        let dirty = data & TLB.Flag.dirty != 0
+        var allow: UInt8 = 0
+        if permissions.permits(.read, isUser: false, rights: rights) { allow |= FastTranslations.Allow.supervisorRead }
+        if permissions.permits(.read, isUser: true, rights: rights) { allow |= FastTranslations.Allow.userRead }
+        if dirty && permissions.permits(.write, isUser: false, rights: rights) { allow |= FastTranslations.Allow.supervisorWrite }
+        if dirty && permissions.permits(.write, isUser: true, rights: rights) { allow |= FastTranslations.Allow.userWrite }
+        tlb.fast.fill(va, frame: frame, page: page, allow: allow)
     }
 
     /// An access crossing into the next page needs both translations before it happens.
