@@ -7,14 +7,27 @@ import CLuaShim
 /// `bad argument #2 to 'write' (integer expected, got string)`.
 public struct LuaCall {
     public let L: OpaquePointer
-    /// Name of the function being called, for messages.
-    public let name: String
     /// Methods number their arguments after `self`, as Lua's own messages do.
     public let isMethod: Bool
+    /// Where the name comes from: a given string, or (on the hot path, with no
+    /// reference counting) the box of the function being called.
+    private let givenName: String?
+    private let box: Unmanaged<FunctionBox>?
+
+    /// Name of the function being called, for messages.
+    public var name: String { givenName ?? box!.takeUnretainedValue().name }
 
     public init(_ L: OpaquePointer, name: String, isMethod: Bool) {
         self.L = L
-        self.name = name
+        self.givenName = name
+        self.box = nil
+        self.isMethod = isMethod
+    }
+
+    init(_ L: OpaquePointer, box: Unmanaged<FunctionBox>, isMethod: Bool) {
+        self.L = L
+        self.givenName = nil
+        self.box = box
         self.isMethod = isMethod
     }
 

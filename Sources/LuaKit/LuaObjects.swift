@@ -17,7 +17,10 @@ extension LuaState {
         // Methods table.
         lua_createtable(L, 0, Int32(methods.count))
         for (methodName, fn) in methods {
-            pushFunction(methodName, isMethod: true, fn)
+            // Upvalue 3 of a method is the class's metatable: `this` checks self against
+            // it without looking the class name up.
+            lua_pushvalue(L, -2)
+            pushFunction(methodName, isMethod: true, upvalues: 1, fn)
             lua_setfield(L, -2, methodName)
         }
         // The methods table is also kept as __methods (for wrappers such as a scheduler).
@@ -66,6 +69,13 @@ extension LuaCall {
 
     /// `self` of a method call: the object in the userdata at 1 if it is of `className`.
     public func this<T: AnyObject>(_ type: T.Type, className: String) throws(LuaRaise) -> T {
+        if isMethod, let p = luashim_toobject_mt(L, 1, luashim_upvalueindex(3)) {
+            // The metatable identifies the class: no name lookup, and no dynamic cast
+            // unless the object is not exactly a T.
+            let o = Unmanaged<AnyObject>.fromOpaque(p).takeUnretainedValue()
+            if Swift.type(of: o) == T.self { return unsafeDowncast(o, to: T.self) }
+            if let t = o as? T { return t }
+        }
         guard let o = object(1, type, metatableName: className) else {
             throw LuaRaise("calling '\(name)' on a bad self (\(className) expected, got \(typeName(1))); use ':' to call methods")
         }

@@ -125,11 +125,17 @@ final class FunctionBox {
 /// The one C entry point for boxed Swift closures (upvalue 2 is the box).
 private let functionBoxDispatch: luashim_Function = { L in
     let L = L!
-    let box = Unmanaged<FunctionBox>.fromOpaque(lua_touserdata(L, luashim_upvalueindex(2))!).takeUnretainedValue()
-    var call = LuaCall(L, name: box.name, isMethod: box.isMethod)
-    do throws(LuaRaise) {
-        return try box.fn(&call)
-    } catch {
+    // The box lives as long as the Lua state (LuaState.retained): use it without
+    // retaining it on every call.
+    let unmanaged = Unmanaged<FunctionBox>.fromOpaque(lua_touserdata(L, luashim_upvalueindex(2))!)
+    let result: Result<Int32, LuaRaise> = unmanaged._withUnsafeGuaranteedRef { box in
+        var call = LuaCall(L, box: unmanaged, isMethod: box.isMethod)
+        do throws(LuaRaise) { return .success(try box.fn(&call)) } catch { return .failure(error) }
+    }
+    switch result {
+    case .success(let results):
+        return results
+    case .failure(let error):
         lua_settop(L, 0)
         lua_pushstring(L, error.message)
         return LUASHIM_RAISE

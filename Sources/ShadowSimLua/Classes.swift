@@ -178,32 +178,39 @@ func pushCounters(_ call: inout LuaCall, _ fields: [(name: String, value: UInt64
 
 // MARK: vCPU
 
-func registerVCPUClass(_ lua: LuaState) {
-    func cpu(_ call: inout LuaCall) throws(LuaRaise) -> VCPU { try call.this(VCPU.self, className: ClassName.vcpu) }
+private func cpu(_ call: inout LuaCall) throws(LuaRaise) -> VCPU { try call.this(VCPU.self, className: ClassName.vcpu) }
 
+/// `vcpu:read(va, size, cpl)` with every argument checked (HotMethods.swift serves the
+/// common case without the checks' overhead and falls back here).
+func readMethod(_ call: inout LuaCall) throws(LuaRaise) -> Int32 {
+    let vcpu = try cpu(&call)
+    let va = try call.bits(2)
+    let size = try sizeArgument(&call, 3)
+    let cpl = try cplArgument(&call, 4)
+    let r = try core { () throws(MachineError) in try vcpu.read(va, size: size, cpl: cpl) }
+    guard r.isOK else { return pushFault(&call, r) }
+    call.push(bits: r.value)
+    call.push(bits: r.physicalAddress)
+    return 2
+}
+
+/// `vcpu:write(va, value, size, cpl)`, every argument checked.
+func writeMethod(_ call: inout LuaCall) throws(LuaRaise) -> Int32 {
+    let vcpu = try cpu(&call)
+    let va = try call.bits(2)
+    let size = try sizeArgument(&call, 4)
+    let value = try storeValue(&call, 3, size: size)
+    let cpl = try cplArgument(&call, 5)
+    let r = try core { () throws(MachineError) in try vcpu.write(va, value: value, size: size, cpl: cpl) }
+    guard r.isOK else { return pushFault(&call, r) }
+    call.push(bits: r.physicalAddress)
+    return 1
+}
+
+func registerVCPUClass(_ lua: LuaState) {
     lua.registerClass(ClassName.vcpu, methods: [
-        ("read", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
-            let vcpu = try cpu(&call)
-            let va = try call.bits(2)
-            let size = try sizeArgument(&call, 3)
-            let cpl = try cplArgument(&call, 4)
-            let r = try core { () throws(MachineError) in try vcpu.read(va, size: size, cpl: cpl) }
-            guard r.isOK else { return pushFault(&call, r) }
-            call.push(bits: r.value)
-            call.push(bits: r.physicalAddress)
-            return 2
-        }),
-        ("write", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
-            let vcpu = try cpu(&call)
-            let va = try call.bits(2)
-            let size = try sizeArgument(&call, 4)
-            let value = try storeValue(&call, 3, size: size)
-            let cpl = try cplArgument(&call, 5)
-            let r = try core { () throws(MachineError) in try vcpu.write(va, value: value, size: size, cpl: cpl) }
-            guard r.isOK else { return pushFault(&call, r) }
-            call.push(bits: r.physicalAddress)
-            return 1
-        }),
+        ("read", readMethod),
+        ("write", writeMethod),
         ("fetch", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vcpu = try cpu(&call)
             let va = try call.bits(2)

@@ -25,6 +25,7 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
     let L = lua.L
     registerVMClass(lua, session: session)
     registerVCPUClass(lua)
+    installHotVCPUMethods(lua)
     registerSpaceClass(lua)
 
     lua_createtable(L, 0, 16)
