@@ -145,6 +145,19 @@ public final class ShadowPage {
         unsyncChildBitmap[index >> 6] &= ~(UInt64(1) << UInt64(index & 63))
     }
 
+    /// The indices whose unsync bit is set now, in order (walking set bits, not 512).
+    var unsyncIndices: [Int] {
+        var out: [Int] = []
+        for (w, word) in unsyncChildBitmap.enumerated() where word != 0 {
+            var bits = word
+            while bits != 0 {
+                out.append(w << 6 | bits.trailingZeroBitCount)
+                bits &= bits - 1
+            }
+        }
+        return out
+    }
+
     func unsyncBit(_ index: Int) -> Bool {
         unsyncChildBitmap[index >> 6] & (UInt64(1) << UInt64(index & 63)) != 0
     }

@@ -22,22 +22,62 @@ extension ShadowMMU {
         gpte & vcpu.vcpu.controls.reservedBits(level: 1, isLeaf: true) != 0
     }
 
+    /// What syncing the entries of one page needs, worked out once per page: where its
+    /// guest table is (read straight from the frame), and the checks' constants.
+    struct SyncContext {
+        /// The guest table's frame and the byte offset of entry 0 in it; nil frame: the
+        /// table was never written (it reads as zeros).
+        var frame: GuestMemory.Frame?
+        var firstOffset: Int
+        var entrySize: Int
+        /// The table lies beyond guest memory: every entry is unreadable.
+        var unbacked: Bool
+        var reserved: UInt64
+        var executeDisable: Bool
+        var cleanLeafWritable: Bool
+        var has4ByteGPTE: Bool
+        var roleAccess: UInt8
+
+        @inline(__always) func gpte(_ index: Int) -> UInt64? {
+            if unbacked { return nil }
+            guard let frame else { return 0 }
+            return GuestMemory.load(frame, offset: firstOffset + index * entrySize, size: entrySize)
+        }
+    }
+
+    func syncContext(_ sp: ShadowPage, vcpu: ShadowVCPU) -> SyncContext {
+        let first = gpteAddress(sp, 0)
+        let size = sp.role.has4ByteGPTE ? 4 : 8
+        let unbacked = !machine.memory.contains(first, size: 512 * size > 4096 ? 4096 : 512 * size)
+        return SyncContext(frame: unbacked ? nil : machine.memory.frame(first >> 12), firstOffset: Int(first & 0xFFF),
+                           entrySize: size, unbacked: unbacked,
+                           reserved: vcpu.vcpu.controls.reservedBits(level: 1, isLeaf: true),
+                           executeDisable: vcpu.vcpu.controls.executeDisableEnabled,
+                           cleanLeafWritable: has(.dirtyCleanLeafWritable), has4ByteGPTE: sp.role.has4ByteGPTE,
+                           roleAccess: sp.role.access)
+    }
+
     /// KVM's `sync_spte`: re-derives spte `index` of leaf page `sp` from its guest entry.
     /// Returns 1 when a TLB flush is needed, 0 when not, -1 when the page must be zapped.
     func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU) -> Int {
+        syncSPTE(sp, index, vcpu: vcpu, syncContext(sp, vcpu: vcpu))
+    }
+
+    @inline(__always)
+    func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU, _ c: SyncContext) -> Int {
         let spte = sp.spt[index]
         guard SPTE.isPresent(spte) else { return 0 }
         defer { policy.didPropagate(sp, index, in: self) }
         stats.sptesResynced &+= 1
-        guard let gpte = readGPTE(sp, index) else { return -1 }
+        guard let gpte = c.gpte(index) else { return -1 }
         // Not present, reserved bits, or never accessed: drop it.
-        if gpte & PTE.present == 0 || gpteHasReservedBits(gpte, vcpu: vcpu) || gpte & PTE.accessed == 0 {
+        if gpte & PTE.present == 0 || gpte & c.reserved != 0 || gpte & PTE.accessed == 0 {
             dropSPTE(SPTERef(page: sp.id, index: index))
             return 1
         }
-        let gfn = guestFrame(of: gpte, sp: sp)
-        var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: vcpu.vcpu.controls.executeDisableEnabled)
-        if gpte & PTE.dirty == 0 && !has(.dirtyCleanLeafWritable) { access &= ~Access.write }
+        let gfn = c.has4ByteGPTE ? (gpte & 0xFFFF_F000) >> 12 : (gpte & PTE.bits(51, 12)) >> 12
+        var access = c.roleAccess & Access.of(gpte: gpte, executeDisableEnabled: c.executeDisable)
+        if gpte & PTE.dirty == 0 && !c.cleanLeafWritable { access &= ~Access.write }
         // Sync never changes the frame in place: a new frame means drop and refault.
         if gfn != SPTE.target(spte) {
             dropSPTE(SPTERef(page: sp.id, index: index))
@@ -70,8 +110,9 @@ extension ShadowMMU {
             return -1
         }
         var flush = 0
-        for i in 0..<512 {
-            let r = syncSPTE(sp, i, vcpu: vcpu)
+        let context = syncContext(sp, vcpu: vcpu)
+        for i in 0..<512 where SPTE.isPresent(sp.spt[i]) {
+            let r = syncSPTE(sp, i, vcpu: vcpu, context)
             if r < 0 {
                 prepareZap(sp)
                 return -1
@@ -102,8 +143,8 @@ extension ShadowMMU {
         /// nearest parent first (KVM's for_each_sp with mmu_pages_first/next).
         var leavesWithPaths: [(page: ShadowPage, path: [(ShadowPage, Int)])] {
             var result: [(ShadowPage, [(ShadowPage, Int)])] = []
-            var parentAt: [Int: ShadowPage] = [:]     // level → the latest page at that level
-            var indexAt: [Int: Int] = [:]            // level → index of that page's entry below
+            var parentAt = [ShadowPage?](repeating: nil, count: 8)   // level → the latest page at that level
+            var indexAt = [Int?](repeating: nil, count: 8)           // level → index of that page's entry below
             guard let first = entries.first else { return [] }
             parentAt[first.page.level] = first.page
             for (page, index) in entries.dropFirst() {
@@ -111,7 +152,7 @@ extension ShadowMMU {
                 if page.level == 1 {
                     var path: [(ShadowPage, Int)] = []
                     var level = 2
-                    while let p = parentAt[level], let i = indexAt[level - 1] {
+                    while level < 8, let p = parentAt[level], let i = indexAt[level - 1] {
                         path.append((p, i))
                         level += 1
                         if level > first.page.level { break }
@@ -137,7 +178,7 @@ extension ShadowMMU {
     /// KVM's `__mmu_unsync_walk`: unsync leaves found (or -1 when the batch filled).
     private func walkUnsync(_ sp: ShadowPage, _ batch: inout UnsyncBatch) -> Int {
         var leaves = 0
-        for index in 0..<512 where sp.unsyncBit(index) {
+        for index in sp.unsyncIndices where sp.unsyncBit(index) {
             guard let c = child(of: sp.spt[index], level: sp.level) else {
                 clearUnsyncBit(sp, index)
                 continue

@@ -44,6 +44,9 @@ public final class TLB {
     /// The vCPU's page → host-frame cache in front of this TLB (see its invariants).
     @usableFromInline var fast = FastTranslations()
 
+    /// Whether `insert` ran since the last `flushAll`.
+    private var filledSinceFlushAll = false
+
     /// Entries filled, for statistics.
     public private(set) var fills: UInt64 = 0
 
@@ -145,6 +148,7 @@ public final class TLB {
         }
         array.insert(va, suffix: tagSuffix(pcid: pcid), data: data, epochs: epochs)
         fills &+= 1
+        filledSinceFlushAll = true
     }
 
     /// Byte-offset mask of the page a data word maps.
@@ -162,6 +166,10 @@ public final class TLB {
     /// Everything, globals included, for every PCID.
     public func flushAll() {
         fast.clear()
+        // Nothing was cached since the last full flush: the arrays are already empty
+        // (a hypervisor often flushes several times between two accesses).
+        guard filledSinceFlushAll else { return }
+        filledSinceFlushAll = false
         small.clear(); large.clear(); large4M.clear(); huge.clear()
         fractured.removeAll()
         epochs.update(repeating: 0, count: 4096)
