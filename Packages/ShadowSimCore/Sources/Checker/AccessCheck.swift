@@ -25,7 +25,7 @@ extension ArchitecturalChecker {
         var store = ReadOnlyStore(memory: machine.memory, entrySize: vcpu.mode.entrySize)
         let context = AccessContext(cpl: isUser ? 3 : 0, rflagsAC: vcpu.rflagsAC)
         let current = PageWalker.walk(va, kind: kind, context: context, controls: vcpu.controls,
-                                      permissions: PermissionTable(controls: vcpu.controls, rflagsAC: vcpu.rflagsAC),
+                                      permissions: vcpu.permissionTable,
                                       root: vcpu.pagingRoot, store: &store)
         let candidates = staleCandidates(v, va: va, pcid: vcpu.currentPCID)
         var allowed = false

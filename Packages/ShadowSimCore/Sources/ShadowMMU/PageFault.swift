@@ -5,9 +5,9 @@ import X86
 struct GuestWalk {
     var levels: Int
     /// Per level (index = level): the entry's value before the walk and its address.
-    var entries = [UInt64](repeating: 0, count: 6)
-    var addresses = [UInt64](repeating: 0, count: 6)
-    var seen = [Bool](repeating: false, count: 6)
+    var entries = LevelWords()
+    var addresses = LevelWords()
+    var seen = LevelFlags()
     var leafLevel = 1
     var gfn: UInt64 = 0
     var gpa: UInt64 = 0
@@ -26,6 +26,46 @@ struct GuestWalk {
         }
         return access
     }
+}
+
+/// Six words indexed by paging level (0 unused), stored inline: a walk allocates nothing.
+struct LevelWords {
+    private var w0: UInt64 = 0, w1: UInt64 = 0, w2: UInt64 = 0, w3: UInt64 = 0, w4: UInt64 = 0, w5: UInt64 = 0
+
+    subscript(level: Int) -> UInt64 {
+        get {
+            switch level {
+            case 0: w0
+            case 1: w1
+            case 2: w2
+            case 3: w3
+            case 4: w4
+            default: w5
+            }
+        }
+        set {
+            switch level {
+            case 0: w0 = newValue
+            case 1: w1 = newValue
+            case 2: w2 = newValue
+            case 3: w3 = newValue
+            case 4: w4 = newValue
+            default: w5 = newValue
+            }
+        }
+    }
+}
+
+/// A flag per paging level, as bits.
+struct LevelFlags {
+    private var bits: UInt8 = 0
+
+    subscript(level: Int) -> Bool {
+        get { bits & (1 << UInt8(level)) != 0 }
+        set { if newValue { bits |= 1 << UInt8(level) } else { bits &= ~(1 << UInt8(level)) } }
+    }
+
+    var count: Int { bits.nonzeroBitCount }
 }
 
 /// Records what a walk reads while applying its A/D updates to guest memory.
@@ -231,10 +271,10 @@ extension ShadowVCPU {
         let root: PagingRoot = vcpu.mode == .pae ? .pdptes(vcpu.pdptes) : .table(guestRootTable)
         let outcome = PageWalker.walk(va, kind: kind, context: AccessContext(cpl: isUser ? 3 : 0, rflagsAC: vcpu.rflagsAC),
                                       controls: vcpu.controls,
-                                      permissions: PermissionTable(controls: vcpu.controls, rflagsAC: vcpu.rflagsAC),
+                                      permissions: vcpu.permissionTable,
                                       root: root, store: &store)
         vcpu.counters.adUpdates &+= UInt64(store.flagUpdates)
-        stats.guestWalkLevels &+= UInt64(store.walk.seen.filter { $0 }.count)
+        stats.guestWalkLevels &+= UInt64(store.walk.seen.count)
         if let bad = store.unbacked {
             throw .unbackedMemory(address: bad, capacity: vcpu.memory.capacity,
                                   what: "guest paging-structure entry read while translating \(hex(va))")

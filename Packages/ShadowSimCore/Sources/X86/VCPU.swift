@@ -91,6 +91,8 @@ public final class VCPU {
     }
 
     @inlinable public var mode: PagingMode { controls.mode }
+    /// The rights check for the current controls and RFLAGS.AC (what a walk uses).
+    public var permissionTable: PermissionTable { permissions }
     /// The current PCID (0 unless CR4.PCIDE = 1).
     public var currentPCID: UInt16 { pcid }
     /// Where a walk starts now: the table CR3 points at, or (PAE) the PDPTE registers.
