@@ -65,6 +65,8 @@ extension BenchRunner {
         try pageTableStores()
         try cr3Syncs()
         try invlpgs()
+        try scenarios()
+        try memoryAtScale()
     }
 
     func tlbHits() throws {

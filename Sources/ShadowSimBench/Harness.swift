@@ -59,12 +59,12 @@ public final class BenchRunner {
 
     /// `body` times its own operations (returning total nanoseconds), for operations that
     /// need untimed work between them.
-    func measureSelfTimed<State>(_ name: String, target: Double? = nil, operations: Int,
+    func measureSelfTimed<State>(_ name: String, target: Double? = nil, operations: Int, repetitions: Int? = nil,
                                  setup: () throws -> State, _ body: (State) throws -> UInt64) rethrows {
         guard wants(name) else { return }
         progress(name)
         var samples: [Double] = []
-        for rep in 0...repetitions {
+        for rep in 0...(repetitions ?? self.repetitions) {
             let state = try setup()
             let t = Double(try body(state)) / Double(operations)
             if rep > 0 { samples.append(t) }

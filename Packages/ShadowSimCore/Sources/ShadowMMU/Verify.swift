@@ -7,16 +7,17 @@ extension ShadowMMU {
         var problems: [String] = []
         var unsyncCount: UInt64 = 0
         var leafCounts: [Int: UInt64] = [1: 0, 2: 0, 3: 0]
-        var seenKeys = Set<String>()
+        struct PageKey: Hashable { let gfn: UInt64; let role: UInt32 }
+        var seenKeys = Set<PageKey>()
         var expectedRmap: [UInt64: [SPTERef]] = [:]
         var expectedParents: [Int32: [SPTERef]] = [:]
         var live = 0
 
         for case let sp? in pages {
             live += 1
-            let name = "shadow page \(sp.id) (gfn \(hex(sp.gfn)), \(sp.role))"
+            var name: String { "shadow page \(sp.id) (gfn \(hex(sp.gfn)), \(sp.role))" }
             if !sp.role.invalid {
-                let key = "\(sp.gfn)/\(sp.role.word)"
+                let key = PageKey(gfn: sp.gfn, role: sp.role.word)
                 if !seenKeys.insert(key).inserted { problems.append("\(name): another valid page has the same gfn and role") }
                 if !(hash[sp.gfn] ?? []).contains(sp.id) { problems.append("\(name): not in the hash under its gfn") }
             }
@@ -54,13 +55,18 @@ extension ShadowMMU {
             problems.append("pages_4k/2m/1g are \(stats.pages4K)/\(stats.pages2M)/\(stats.pages1G) but \(leafCounts[1]!)/\(leafCounts[2]!)/\(leafCounts[3]!) leaf sptes are present")
         }
         // 5. Reverse maps and parent lists are exact.
-        for (gfn, refs) in expectedRmap where Set(refs) != Set(rmap[gfn] ?? []) {
+        // (Compared as sorted keys: equal lists with no duplicates, without building sets.)
+        func sortedKeys(_ refs: [SPTERef]) -> [UInt64] {
+            refs.map { UInt64(UInt32(bitPattern: $0.page)) << 16 | UInt64(UInt16(bitPattern: $0.index)) }.sorted()
+        }
+        for (gfn, refs) in expectedRmap where refs.count != (rmap[gfn]?.count ?? 0) || sortedKeys(refs) != sortedKeys(rmap[gfn] ?? []) {
             problems.append("rmap of gfn \(hex(gfn)) lists \(rmap[gfn]?.count ?? 0) sptes, \(refs.count) map it")
         }
         for (gfn, refs) in rmap where expectedRmap[gfn] == nil && !refs.isEmpty {
             problems.append("rmap of gfn \(hex(gfn)) lists \(refs.count) sptes but none map it")
         }
-        for case let sp? in pages where Set(sp.parents) != Set(expectedParents[sp.id] ?? []) {
+        for case let sp? in pages where sp.parents.count != (expectedParents[sp.id]?.count ?? 0)
+            || sortedKeys(sp.parents) != sortedKeys(expectedParents[sp.id] ?? []) {
             problems.append("shadow page \(sp.id): parent list has \(sp.parents.count) entries, \(expectedParents[sp.id]?.count ?? 0) sptes point to it")
         }
         // 1. A synced guest table is never writable through any spte.
@@ -76,7 +82,16 @@ extension ShadowMMU {
         if policy.shadowsGuestTables {
             let synced = Set(pages.compactMap { $0 }.filter { !$0.role.invalid && $0.hasGPTEs && !$0.unsync }.map(\.gfn))
             for v in vcpus where !synced.isEmpty && !v.pending.contains(.flushAll) && !v.pending.contains(.flushCurrent) {
-                for gfn in v.vcpu.tlb.writableFrames().intersection(synced).sorted().prefix(3) {
+                let ranges = v.vcpu.tlb.writableFrameRanges()
+                func writable(_ gfn: UInt64) -> Bool {
+                    var (lo, hi) = (0, ranges.count)
+                    while lo < hi {
+                        let mid = (lo + hi) / 2
+                        if ranges[mid].upperBound <= gfn { lo = mid + 1 } else { hi = mid }
+                    }
+                    return lo < ranges.count && ranges[lo].contains(gfn)
+                }
+                for gfn in synced.filter(writable).sorted().prefix(3) {
                     problems.append("vcpu[\(v.index + 1)]'s TLB still maps gfn \(hex(gfn)) writable, but it is a shadowed, synced guest table")
                 }
             }

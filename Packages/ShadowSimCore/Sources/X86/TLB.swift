@@ -87,6 +87,30 @@ public final class TLB {
 
     /// Physical frames (4 KiB numbers) that some live entry maps with write access, any
     /// PCID; a large entry contributes every frame it covers.
+    /// The frames live writable entries map, as sorted, merged ranges of gfns
+    /// (`first ..< end`): cheap to search, with no per-frame work for large pages.
+    public func writableFrameRanges() -> [Range<UInt64>] {
+        var ranges: [Range<UInt64>] = []
+        for array in [small, large, large4M, huge] {
+            for i in 0..<array.count where !array.isDead(i, epochs: epochs) && array.data[i] & Flag.writable != 0 {
+                let data = array.data[i]
+                let mask = TLB.offsetMask(of: data)
+                let base = (data & ~mask & ~0xFF) >> 12
+                ranges.append(base ..< base + (mask + 1) >> 12)
+            }
+        }
+        ranges.sort { $0.lowerBound < $1.lowerBound }
+        var merged: [Range<UInt64>] = []
+        for r in ranges {
+            if let last = merged.last, r.lowerBound <= last.upperBound {
+                merged[merged.count - 1] = last.lowerBound ..< max(last.upperBound, r.upperBound)
+            } else {
+                merged.append(r)
+            }
+        }
+        return merged
+    }
+
     public func writableFrames() -> Set<UInt64> {
         var frames = Set<UInt64>()
         for array in [small, large, large4M, huge] {
