@@ -58,7 +58,7 @@ final class BenchGuest {
 extension BenchRunner {
     /// Every benchmark of the suite (issue 5's list), 4-level guests.
     public func runAll() throws {
-        try memoryFigures()   // first, while the process's resident memory is fresh
+        try memoryAtScale()   // first, while the process's resident memory is fresh
         try tlbHits()
         try tlbMisses()
         try firstTouchFaults()
@@ -66,7 +66,6 @@ extension BenchRunner {
         try cr3Syncs()
         try invlpgs()
         try scenarios()
-        try memoryAtScale()
     }
 
     func tlbHits() throws {
@@ -203,21 +202,6 @@ extension BenchRunner {
         }
     }
 
-    func memoryFigures() throws {
-        guard wants("bytes per") else { return }
-        // Resident-memory growth while a guest's shadow of 64 Ki pages is built, per shadow
-        // page and per touched guest page.
-        let pages = 65536
-        let g = try BenchGuest(policy: "kvm-unsync")
-        try g.map(pages)
-        let before = residentBytes()
-        let shadowBefore = g.mmu!.usedShadowPages
-        try g.touch(pages)
-        let grown = Double(residentBytes() - before)
-        let shadowPages = Double(g.mmu!.usedShadowPages - shadowBefore)
-        record(value: "bytes per shadow page", grown / max(shadowPages, 1), target: 4.5 * 1024)
-        record(value: "bytes per touched guest page (shadow side)", grown / Double(pages))
-    }
 }
 
 extension BenchRunner {
