@@ -14,7 +14,7 @@ public struct ShadowSimCommand: ParsableCommand {
         commandName: "shadowsim",
         abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
         version: shadowSimVersion,
-        subcommands: [Run.self, Compare.self, Policies.self, Bugs.self, Bench.self])
+        subcommands: [Run.self, Compare.self, Test.self, Policies.self, Bugs.self, Bench.self])
 
     public init() {}
 

@@ -1,0 +1,195 @@
+import ArgumentParser
+import CLuaShim
+import ShadowSimLua
+import ShadowSimPolicies
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `shadowsim test [PATH…] [--format text|tap|junit]`: scenario files as a test suite.
+struct Test: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run scenario files as a test suite: a line per scenario, a summary, TAP or JUnit XML.",
+        discussion: """
+            A directory stands for its .lua files (not those of its subdirectories, such as lib/). \
+            A scenario whose first line is `-- runs under: every policy` runs once per built-in policy and bare metal. \
+            Scenarios run with the checker on unless --no-check. What they print goes to stderr. \
+            Exit status: 0 when every scenario passes, 1 when one fails, 2 for a bad command line.
+            """)
+
+    @Argument(help: "Scenario files or directories (default: scripts).")
+    var paths: [String] = []
+
+    @Option(help: "text, tap or junit.")
+    var format = "text"
+
+    @Option(help: "Policy of scenarios that do not run under every policy.")
+    var policy = "kvm-unsync"
+
+    @Option(help: "Seed for every run.")
+    var seed: UInt64 = 0
+
+    @Flag(inversion: .prefixedNo, help: "Check every access against what x86 allows.")
+    var check = true
+
+    struct Case {
+        let name: String
+        let path: String
+        let policy: String
+        var failure: String?
+        var seconds = 0.0
+    }
+
+    func run() throws {
+        guard ["text", "tap", "junit"].contains(format) else {
+            printError("shadowsim: --format must be text, tap or junit, got \"\(format)\"")
+            throw ExitCode(2)
+        }
+        if policy != PolicyCatalog.bareMetalName {
+            do { _ = try PolicyCatalog.factory(policy) } catch {
+                printError("shadowsim: \(error.description)")
+                throw ExitCode(2)
+            }
+        }
+        var files: [String] = []
+        for path in paths.isEmpty ? ["scripts"] : paths {
+            guard let found = scenarioFiles(path) else {
+                printError("shadowsim: \(path): no such file or directory")
+                throw ExitCode(2)
+            }
+            files += found
+        }
+        guard !files.isEmpty else {
+            printError("shadowsim: no scenario files in \(paths.joined(separator: " "))")
+            throw ExitCode(2)
+        }
+        var cases: [Case] = []
+        for file in files {
+            let everyPolicy = firstLine(file).hasPrefix("-- runs under: every policy")
+            let policies = everyPolicy ? [PolicyCatalog.bareMetalName] + PolicyCatalog.builtins.map(\.name) : [policy]
+            for p in policies {
+                cases.append(Case(name: everyPolicy ? "\(file) [\(p)]" : file, path: file, policy: p))
+            }
+        }
+        luashim_catch_interrupt()
+        if format == "tap" { print("TAP version 13\n1..\(cases.count)") }
+        fflush(nil)
+        for i in cases.indices {
+            let saved = dup(1)
+            dup2(2, 1)
+            let t0 = monotonicSeconds()
+            let result = ScenarioRunner.run(path: cases[i].path, seed: seed, policy: cases[i].policy, check: check)
+            cases[i].seconds = monotonicSeconds() - t0
+            fflush(nil)
+            dup2(saved, 1)
+            close(saved)
+            if let error = result.error { cases[i].failure = error.message }
+            report(cases[i], number: i + 1)
+            if result.exhausted == .interrupt { break }
+        }
+        let failed = cases.filter { $0.failure != nil }.count
+        switch format {
+        case "junit": print(junit(cases))
+        case "tap": print("# \(cases.count - failed) passed, \(failed) failed")
+        default: print("\(cases.count - failed) passed, \(failed) failed (\(cases.count) scenario runs)")
+        }
+        if failed > 0 { throw ExitCode(1) }
+    }
+
+    func report(_ c: Case, number: Int) {
+        let time = "\(Int(c.seconds * 1000)) ms"
+        switch format {
+        case "tap":
+            if let failure = c.failure {
+                print("not ok \(number) - \(c.name)")
+                print("  ---\n  message: \(yamlQuoted(failure))\n  ...")
+            } else {
+                print("ok \(number) - \(c.name) # \(time)")
+            }
+        case "junit":
+            break
+        default:
+            print(c.failure.map { "FAIL  \(c.name): \($0.split(separator: "\n").first ?? "")" } ?? "ok    \(c.name) (\(time))")
+        }
+        fflush(nil)
+    }
+
+    func junit(_ cases: [Case]) -> String {
+        let failed = cases.filter { $0.failure != nil }.count
+        let total = cases.reduce(0) { $0 + $1.seconds }
+        var lines = ["<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+                     "<testsuites tests=\"\(cases.count)\" failures=\"\(failed)\" time=\"\(total)\">",
+                     "  <testsuite name=\"shadowsim\" tests=\"\(cases.count)\" failures=\"\(failed)\" time=\"\(total)\">"]
+        for c in cases {
+            let open = "    <testcase classname=\"\(xmlEscaped(c.path))\" name=\"\(xmlEscaped(c.name))\" time=\"\(c.seconds)\""
+            if let failure = c.failure {
+                lines.append(open + ">")
+                lines.append("      <failure message=\"\(xmlEscaped(String(failure.split(separator: "\n").first ?? "")))\">\(xmlEscaped(failure))</failure>")
+                lines.append("    </testcase>")
+            } else {
+                lines.append(open + "/>")
+            }
+        }
+        lines += ["  </testsuite>", "</testsuites>"]
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// The file itself, or the .lua files directly in a directory, in name order.
+func scenarioFiles(_ path: String) -> [String]? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    guard st.st_mode & S_IFMT == S_IFDIR else { return [path] }
+    guard let dir = opendir(path) else { return nil }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name.hasSuffix(".lua") && !name.hasPrefix(".") { names.append(name) }
+    }
+    let base = path.hasSuffix("/") ? path : path + "/"
+    return names.sorted().map { base + $0 }
+}
+
+func firstLine(_ path: String) -> String {
+    guard let f = fopen(path, "r") else { return "" }
+    defer { fclose(f) }
+    var buffer = [UInt8](repeating: 0, count: 256)
+    let n = fread(&buffer, 1, 255, f)
+    return String(decoding: buffer[..<n].prefix { $0 != 10 }, as: UTF8.self)
+}
+
+func monotonicSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
+func xmlEscaped(_ s: String) -> String {
+    var out = ""
+    for c in s {
+        switch c {
+        case "&": out += "&amp;"
+        case "<": out += "&lt;"
+        case ">": out += "&gt;"
+        case "\"": out += "&quot;"
+        default: out.append(c)
+        }
+    }
+    return out
+}
+
+func yamlQuoted(_ s: String) -> String {
+    "\"" + s.replacingOccurrencesOfBackslashAndQuote.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") + "\""
+}
+
+extension String {
+    var replacingOccurrencesOfBackslashAndQuote: String {
+        var out = ""
+        for c in self {
+            if c == "\\" || c == "\"" { out.append("\\") }
+            out.append(c)
+        }
+        return out
+    }
+}
