@@ -2,16 +2,17 @@
 -- remapping its pages on another, under whatever policy the command line names.
 -- Made for `shadowsim compare`: the same seed gives every policy the same guest
 -- operations, so the counters differ only by how each policy keeps the shadow in sync.
--- `-- rounds=N` scales it (default 40).
+-- Parameters (`--param NAME=VALUE`, or a sweep): rounds (default 40), pages per
+-- process (default 64), remaps per round by the worker (default 4).
 local S = shadowsim
 
-local rounds = 40
-for _, a in ipairs(S.args) do rounds = tonumber(a:match("^rounds=(%d+)$")) or rounds end
+local rounds = S.params.rounds or 40
+local PAGES = S.params.pages or 64
+local REMAPS = S.params.remaps or 4
 
 local vm = S.vm{ mode = "long4", vcpus = 2, memory = "128M" }
 local runner, worker_cpu = vm.vcpu[1], vm.vcpu[2]
 local A, B, W = vm:space{}, vm:space{}, vm:space{}
-local PAGES = 64
 local function va(i) return 0x400000 + i * 4096 end
 for i = 0, PAGES - 1 do
   A:map(va(i), vm:alloc_frame{})
@@ -31,7 +32,7 @@ for round = 1, rounds do
   end
   -- The worker remaps a few of its pages (its tables are reached by no CR3 load of
   -- vCPU 1) and touches them again.
-  for _ = 1, 4 do
+  for _ = 1, REMAPS do
     local i = S.random(0, PAGES - 1)
     W:map(va(i), vm:alloc_frame{}, { by = worker_cpu })
     worker_cpu:invlpg(va(i))

@@ -14,7 +14,7 @@ public struct ShadowSimCommand: ParsableCommand {
         commandName: "shadowsim",
         abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
         version: shadowSimVersion,
-        subcommands: [Run.self, Compare.self, Test.self, Policies.self, Bugs.self, Bench.self])
+        subcommands: [Run.self, Compare.self, Sweep.self, Merge.self, Test.self, Policies.self, Bugs.self, Bench.self])
 
     public init() {}
 
@@ -76,10 +76,21 @@ struct Run: ParsableCommand {
     @Option(help: "Sync policy of VMs that do not name one: a built-in name (see `shadowsim policies`), bare-metal, or the path of a policy .so.")
     var policy = "kvm-unsync"
 
+    @Option(name: .customLong("param"), help: "A script parameter NAME=VALUE (shadowsim.params.NAME); repeatable.")
+    var parameters: [String] = []
+
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
 
     func run() throws {
+        var params: [(name: String, value: String)] = []
+        for p in parameters {
+            guard let (name, value) = parseParameter(p) else {
+                printError("shadowsim: --param takes NAME=VALUE with a Lua identifier as NAME, got \"\(p)\"")
+                throw ExitCode(2)
+            }
+            params.append((name, value))
+        }
         if policy != PolicyCatalog.bareMetalName {
             do {
                 _ = try PolicyCatalog.factory(policy)
@@ -122,7 +133,7 @@ struct Run: ParsableCommand {
             fclose(f)
         }
         luashim_catch_interrupt()
-        let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: policy,
+        let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params, policy: policy,
                                         check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits)
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
@@ -197,4 +208,14 @@ func writeText(_ text: String, to path: String) throws {
     guard fwrite(bytes, 1, bytes.count, f) == bytes.count else {
         throw CLIError(description: "\(path): write failed")
     }
+}
+
+/// `NAME=VALUE` with NAME a Lua identifier.
+func parseParameter(_ text: String) -> (String, String)? {
+    guard let eq = text.firstIndex(of: "=") else { return nil }
+    let name = String(text[..<eq]), value = String(text[text.index(after: eq)...])
+    guard let first = name.unicodeScalars.first, first == "_" || (first.properties.isAlphabetic && first.isASCII),
+          name.unicodeScalars.allSatisfy({ $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0)) })
+    else { return nil }
+    return (name, value)
 }

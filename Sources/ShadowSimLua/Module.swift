@@ -66,6 +66,16 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
         lua_rawseti(L, -2, Int64(i + 1))
     }
     lua_setfield(L, -2, "args")
+    lua_createtable(L, 0, Int32(session.parameters.count))
+    for (name, value) in session.parameters {
+        switch parameterValue(value) {
+        case .integer(let i): lua_pushinteger(L, i)
+        case .number(let d): lua_pushnumber(L, d)
+        default: lua_pushstring(L, value)
+        }
+        lua_setfield(L, -2, name)
+    }
+    lua_setfield(L, -2, "params")
 
     lua_createtable(L, 0, 2)
     lua.pushFunction("walk") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in

@@ -41,9 +41,11 @@ public enum ScenarioRunner {
     /// Runs `path`. Errors of the script (including failed expectations) are in the
     /// result; the report is produced either way, so nothing gathered is lost.
     public static func run(path: String, seed: UInt64 = 0, arguments: [String] = [],
+                           parameters: [(name: String, value: String)] = [],
                            policy: String = "kvm-unsync", check: Bool = false, paranoid: Bool = false,
                            plantedBug: PlantedBug? = nil, limits: RunLimits = RunLimits()) -> ScenarioResult {
-        let session = Session(seed: seed, arguments: arguments, defaultPolicy: policy, check: check, paranoid: paranoid,
+        let session = Session(seed: seed, arguments: arguments, parameters: parameters, defaultPolicy: policy,
+                              check: check, paranoid: paranoid,
                               plantedBug: plantedBug)
         let lua = LuaState()
         lua.openStandardLibraries()

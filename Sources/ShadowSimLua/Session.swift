@@ -10,6 +10,8 @@ import ShadowSimPolicies
 public final class Session {
     public let seed: UInt64
     public let scriptArguments: [String]
+    /// `name=value` parameters (`--param`, or a sweep's point), as `shadowsim.params`.
+    public let parameters: [(name: String, value: String)]
     /// The policy of VMs that do not name one (`--policy`).
     public let defaultPolicy: String
     /// Attach the architectural checker to every VM (`--check`), and verify the MMU
@@ -25,8 +27,10 @@ public final class Session {
     public private(set) var records: [(key: String, value: JSONValue)] = []
     var random: Xoshiro256
 
-    public init(seed: UInt64, arguments: [String], defaultPolicy: String = "kvm-unsync", check: Bool = false,
+    public init(seed: UInt64, arguments: [String], parameters: [(name: String, value: String)] = [],
+                defaultPolicy: String = "kvm-unsync", check: Bool = false,
                 paranoid: Bool = false, plantedBug: PlantedBug? = nil) {
+        self.parameters = parameters
         self.plantedBug = plantedBug
         self.seed = seed
         self.defaultPolicy = defaultPolicy
@@ -52,6 +56,7 @@ public final class Session {
             ("tool", .string("shadowsim \(shadowSimVersion)")),
             ("script", .string(script)),
             ("seed", .integer(Int64(bitPattern: seed))),
+            ("params", .object(parameters.map { ($0.name, parameterValue($0.value)) })),
             ("status", .string(status)),
         ]
         if let error { fields.append(("error", .string(error))) }
@@ -167,4 +172,12 @@ struct Xoshiro256 {
     }
 
     private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
+}
+
+/// A parameter's value as Lua and JSON see it: an integer or a number when it reads as
+/// one, else the string.
+public func parameterValue(_ text: String) -> JSONValue {
+    if let i = Int64(text) { return .integer(i) }
+    if let d = Double(text), d.isFinite { return .number(d) }
+    return .string(text)
 }
