@@ -1,0 +1,46 @@
+import ShadowMMU
+import X86
+
+/// Two policies of the experiment's own, written against the engine's mechanisms.
+/// `Eager` never lets a guest page table go unsync: every store to one is emulated.
+/// `Lazy` lets leaf tables go unsync and syncs what the new root reaches at a CR3 load.
+final class ExperimentPolicy: SyncPolicy {
+    let name: String
+    let summary: String
+    let lockDomain = LockDomain.vmLock
+    let shadowsGuestTables = true
+    let lazy: Bool
+
+    init(lazy: Bool) {
+        self.lazy = lazy
+        name = lazy ? "experiment-lazy" : "experiment-eager"
+        summary = lazy ? "unsync leaves, sync the reachable ones at CR3 loads" : "write-protect and emulate every table store"
+    }
+
+    func attach(to mmu: ShadowMMU) {}
+
+    func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
+        // A frame that holds no guest page table may always be writable.
+        lazy ? mmu.unsyncLeafShadows(of: gfn, request) : !mmu.isWriteTracked(gfn) && mmu.shadowPages(of: gfn).isEmpty
+    }
+
+    func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        if pdptesChanged { vcpu.freeRoots(.current) }
+        if vcpu.vcpu.cr3 != previousCR3 { _ = vcpu.switchRoot(to: vcpu.vcpu.cr3) }
+        if !noFlush { vcpu.invalidatePCIDRoots(vcpu.vcpu.currentPCID) }
+    }
+
+    func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { vcpu.syncCurrentRoots() }
+
+    func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
+        vcpu.flushHardwareAddress(va)
+        vcpu.resyncEntry(va, roots: roots)
+    }
+
+    func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { vcpu.invalidatePCIDRoots(pcid) }
+
+    func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        vcpu.syncCurrentRoots()
+        vcpu.freeUnsyncCachedRoots()
+    }
+}
