@@ -13,6 +13,9 @@ let package = Package(
         .executable(name: "shadowsim", targets: ["shadowsim"]),
         .library(name: "ShadowSimLua", targets: ["ShadowSimLua"]),
         .library(name: "ShadowSimPolicies", targets: ["ShadowSimPolicies"]),
+        // The Lua C module: `require "shadowsim"` from lua5.4 (tools/lua-module.sh links
+        // .build/<config>/shadowsim.so to it).
+        .library(name: "ShadowSimLuaModule", type: .dynamic, targets: ["ShadowSimLuaModule", "CShadowSimModule"]),
         .executable(name: "shadowsim-fuzz", targets: ["shadowsim-fuzz"]),
     ] + policies.map { .library(name: $0 + "Policy", type: .dynamic, targets: [$0 + "Entry"]) },
     dependencies: [
@@ -30,6 +33,11 @@ let package = Package(
         .target(name: "ShadowSimPolicies", dependencies: [core] + policies.map { .target(name: $0) }),
         // The `shadowsim` Lua module: translates and checks arguments, knows no paging rules.
         .target(name: "ShadowSimLua", dependencies: ["LuaKit", "CLua", "CLuaShim", "ShadowSimPolicies", core]),
+        // luaopen_shadowsim: C, so that an error loading the module is raised from C.
+        .target(name: "CShadowSimModule", dependencies: ["CLua", "ShadowSimLuaModule"]),
+        // `lua_close` dlcloses C modules; Swift code must never be unmapped.
+        .target(name: "ShadowSimLuaModule", dependencies: ["ShadowSimLua"],
+                linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete"])]),
         // Command-line front end (a library so tests can drive it in-process).
         // The benchmark suite behind `shadowsim bench`.
         .target(name: "ShadowSimBench", dependencies: ["ShadowSimLua", "ShadowSimPolicies", core]),

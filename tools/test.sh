@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Swift unit tests, every Lua scenario in scripts/ and examples/
-# (run by the ScenarioTests target), the reference walker's own self-test, and a bounded
+# (run by the ScenarioTests target), the reference walker's own self-test, the Lua C
+# module's busted specs, and a bounded
 # libFuzzer run of the shadow MMU (tools/fuzz.sh --ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,5 +11,7 @@ lua5.4 scripts/lib/x86_ref_selftest.lua
 echo "== swift test"
 swift build --build-tests
 swift test --skip-build "$@"
+echo "== the Lua C module under lua5.4 (busted specs)"
+LUA_CPATH="$(tools/lua-module.sh)/?.so;;" busted --lua=lua5.4 Tests/busted
 echo "== fuzzing (libFuzzer, fixed seed, 2000 inputs under every policy, at most 60 s)"
 tools/fuzz.sh --ci

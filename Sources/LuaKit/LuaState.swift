@@ -34,13 +34,24 @@ public final class LuaState {
     /// Boxes whose lifetime is tied to the state (closures pushed as functions).
     private var retained: [AnyObject] = []
 
+    /// Whether this object created the state (and closes it when it goes).
+    private let owned: Bool
+
     public init() {
         guard let state = luashim_newstate() else { fatalError("could not create a Lua state") }
         L = state
+        owned = true
+    }
+
+    /// Wraps a state someone else owns (a Lua interpreter loading the C module); it is
+    /// never closed from here.
+    public init(borrowing state: OpaquePointer) {
+        L = state
+        owned = false
     }
 
     deinit {
-        lua_close(L)
+        if owned { lua_close(L) }
     }
 
     /// Opens Lua's standard libraries.

@@ -2,6 +2,9 @@ import CLua
 import CLuaShim
 import LuaKit
 import X86
+#if canImport(Glibc)
+import Glibc
+#endif
 import GuestKernel
 import ShadowMMU
 import Checker
@@ -289,5 +292,33 @@ private func oneShotWalk(_ call: inout LuaCall) throws(LuaRaise) -> Int32 {
         call.setIndex(Int64(i + 1))
     }
     call.setField("entries")
+    return 1
+}
+
+// MARK: The Lua C module
+
+/// The states that loaded the module, with their sessions: kept for the life of the
+/// process (the functions pushed into a state point at objects held here, and the
+/// library is never unloaded).
+nonisolated(unsafe) private var moduleStates: [(LuaState, Session)] = []
+
+/// `require "shadowsim"` from a stock Lua 5.4: installs the module in `L` (seed from
+/// SHADOWSIM_SEED, default 0; policy from SHADOWSIM_POLICY, default kvm-unsync) and
+/// returns 1 with the module table on the stack, or raises (through the C trampoline
+/// of the caller) with the message on the stack and LUASHIM_RAISE.
+public func openShadowSimModule(_ L: OpaquePointer) -> Int32 {
+    let env = { (name: String) -> String? in getenv(name).map { String(cString: $0) } }
+    let seed = env("SHADOWSIM_SEED").flatMap { UInt64($0) } ?? 0
+    let session = Session(seed: seed, arguments: [], defaultPolicy: env("SHADOWSIM_POLICY") ?? "kvm-unsync")
+    let lua = LuaState(borrowing: L)
+    do {
+        try installShadowSimModule(lua, session: session)
+    } catch {
+        lua_settop(L, 0)
+        lua_pushstring(L, "shadowsim: " + error.message)
+        return LUASHIM_RAISE
+    }
+    moduleStates.append((lua, session))
+    lua_getglobal(L, "shadowsim")
     return 1
 }
