@@ -13,5 +13,7 @@ swift build --build-tests
 swift test --skip-build "$@"
 echo "== the Lua C module under lua5.4 (busted specs)"
 LUA_CPATH="$(tools/lua-module.sh)/?.so;;" busted --lua=lua5.4 Tests/busted
+echo "== DocC documentation of the core (no warnings allowed)"
+tools/docs.sh
 echo "== fuzzing (libFuzzer, fixed seed, 2000 inputs under every policy, at most 60 s)"
 tools/fuzz.sh --ci

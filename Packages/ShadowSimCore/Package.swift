@@ -14,6 +14,10 @@ let package = Package(
     products: [
         .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel", "ShadowMMU", "Checker"]),
     ],
+    dependencies: [
+        // `swift package --package-path Packages/ShadowSimCore generate-documentation` (DocC).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+    ],
     targets: [
         // The architectural model: memory, control registers, page walks, TLB.
         .target(name: "X86", swiftSettings: hotPath),

@@ -52,9 +52,8 @@ public final class TLB {
 
     /// - Parameters:
     ///   - smallEntries: 4 KiB translations (a power of two, at least 4).
-    ///   - largeEntries: 2 MiB or 4 MiB translations.
-    ///   - hugeEntries: 1 GiB translations.
     ///   - largeEntries: 2 MiB and 4 MiB translations (each).
+    ///   - hugeEntries: 1 GiB translations.
     public init(smallEntries: Int = 1024, largeEntries: Int = 64, hugeEntries: Int = 16) {
         small = TLBArray(entries: smallEntries, pageShift: 12)
         large = TLBArray(entries: largeEntries, pageShift: 21)
