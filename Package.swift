@@ -21,6 +21,7 @@ let package = Package(
     dependencies: [
         .package(path: "Packages/ShadowSimCore"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // Lua 5.4 from Debian's liblua5.4-dev.
@@ -30,7 +31,8 @@ let package = Package(
         // A small Swift wrapper over a Lua state.
         .target(name: "LuaKit", dependencies: ["CLua", "CLuaShim"]),
         // The built-in policies by name, and loading of policy .so files.
-        .target(name: "ShadowSimPolicies", dependencies: [core] + policies.map { .target(name: $0) }),
+        .target(name: "ShadowSimPolicies", dependencies: [core, .product(name: "Logging", package: "swift-log")]
+                + policies.map { .target(name: $0) }),
         // The `shadowsim` Lua module: translates and checks arguments, knows no paging rules.
         .target(name: "ShadowSimLua", dependencies: ["LuaKit", "CLua", "CLuaShim", "ShadowSimPolicies", core]),
         // luaopen_shadowsim: C, so that an error loading the module is raised from C.
@@ -44,6 +46,7 @@ let package = Package(
         .target(name: "ShadowSimCLI", dependencies: [
             "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", "ShadowSimBench", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "shadowsim", dependencies: ["ShadowSimCLI"]),
         // Bytes to multi-VM operation sequences run under every policy with the checker

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import ShadowSimBench
 import ShadowSimLua
 #if canImport(Glibc)
@@ -20,7 +21,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Also write the results as JSON to this file.")
     var json: String?
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() throws {
+        try logging.bootstrap()
         #if DEBUG
         printError("shadowsim bench: this is a debug build; the figures mean little (use swift run -c release shadowsim bench)")
         #endif

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import CLuaShim
 import ShadowSimLua
 import ShadowSimPolicies
@@ -34,7 +35,10 @@ struct Compare: ParsableCommand {
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() throws {
+        try logging.bootstrap()
         let names = policies.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
         guard !names.isEmpty else { printError("shadowsim: --policies names no policy"); throw ExitCode(2) }
         guard ["table", "json", "csv", "markdown"].contains(format) else {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import CLuaShim
 import LuaKit
 import ShadowSimLua
@@ -82,7 +83,10 @@ struct Run: ParsableCommand {
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() throws {
+        try logging.bootstrap()
         var params: [(name: String, value: String)] = []
         for p in parameters {
             guard let (name, value) = parseParameter(p) else {
@@ -133,11 +137,15 @@ struct Run: ParsableCommand {
             fclose(f)
         }
         luashim_catch_interrupt()
+        cliLog.debug("running scenario", metadata: ["script": "\(script)", "policy": "\(policy)", "seed": "\(seed)"])
+        let started = monotonicSeconds()
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params, policy: policy,
                                         check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits)
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
         }
+        cliLog.info("scenario finished", metadata: ["script": "\(script)", "passed": "\(result.passed)",
+                                                   "seconds": "\(monotonicSeconds() - started)"])
         if let error = result.error {
             printError(error.message)
             if traceback && !error.traceback.isEmpty { printError(error.traceback) }
@@ -219,3 +227,32 @@ func parseParameter(_ text: String) -> (String, String)? {
     else { return nil }
     return (name, value)
 }
+
+/// Diagnostics (`--log-level`), on stderr through swift-log. Nothing on a hot path logs:
+/// only policy loading, run boundaries and process management do.
+struct LoggingOptions: ParsableArguments {
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "warning"
+
+    /// Sets up swift-log once; a bad level is a usage error.
+    func bootstrap() throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            printError("shadowsim: --log-level must be one of trace, debug, info, notice, warning, error, critical, got \"\(logLevel)\"")
+            throw ExitCode(2)
+        }
+        LoggingOptions.configure(level)
+    }
+
+    nonisolated(unsafe) static var configured = false
+    static func configure(_ level: Logger.Level) {
+        guard !configured else { return }
+        configured = true
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+let cliLog = Logger(label: "shadowsim")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import Foundation
 import ShadowSimLua
 import ShadowSimPolicies
@@ -47,7 +48,10 @@ struct Sweep: ParsableCommand {
         let params: [(String, String)]
     }
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() throws {
+        try logging.bootstrap()
         var axes: [(String, [String])] = []
         for p in parameters {
             guard let (name, values) = parseParameter(p), !values.isEmpty else {
@@ -114,6 +118,8 @@ struct Sweep: ParsableCommand {
                 p.standardOutput = FileHandle.nullDevice
                 p.standardError = FileHandle.nullDevice
                 try p.run()
+                cliLog.debug("sweep run started", metadata: ["run": "\(point.index)", "policy": "\(point.policy)",
+                                                            "pid": "\(p.processIdentifier)"])
                 running.append((point, p, json))
             }
             if let i = running.firstIndex(where: { !$0.process.isRunning }) {
@@ -134,6 +140,7 @@ struct Sweep: ParsableCommand {
             }
         }
         progress.finish()
+        cliLog.info("sweep finished", metadata: ["runs": "\(mine.count)", "failed": "\(failures)", "jobs": "\(width)"])
         if failures > 0 {
             printError("shadowsim: \(failures) of \(mine.count) runs failed (their records carry the error)")
             throw ExitCode(1)
@@ -214,7 +221,10 @@ struct Merge: ParsableCommand {
     @Option(name: [.customShort("o"), .long], help: "Write here (default: stdout).")
     var output: String?
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() throws {
+        try logging.bootstrap()
         var records: [(run: Int, of: Int, line: String)] = []
         for file in files {
             guard let data = FileManager.default.contents(atPath: file) else {

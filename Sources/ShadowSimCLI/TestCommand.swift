@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import CLuaShim
 import ShadowSimLua
 import ShadowSimPolicies
@@ -40,7 +41,10 @@ struct Test: ParsableCommand {
         var seconds = 0.0
     }
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() throws {
+        try logging.bootstrap()
         guard ["text", "tap", "junit"].contains(format) else {
             printError("shadowsim: --format must be text, tap or junit, got \"\(format)\"")
             throw ExitCode(2)

@@ -6,6 +6,7 @@ import VMList
 import XenOOS
 import TDP
 import Synchronization
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -57,9 +58,11 @@ public enum PolicyCatalog {
 /// unloaded (Swift code must not be unmapped).
 enum PluginLoader {
     static let loaded = Mutex<[String: PolicyFactory]>([:])
+    static let log = Logger(label: "shadowsim.plugins")
 
     static func factory(path: String) throws(PolicyLoadError) -> PolicyFactory {
         if let f = loaded.withLock({ $0[path] }) { return f }
+        log.debug("loading policy plugin", metadata: ["path": "\(path)"])
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw PolicyLoadError(description: "cannot load policy plugin \(path): \(dlError())")
         }
@@ -87,6 +90,7 @@ enum PluginLoader {
         let sample = try instantiate()
         let factory = PolicyFactory(name: sample.name, summary: sample.summary, origin: path, make: instantiate)
         loaded.withLock { $0[path] = factory }
+        log.info("loaded policy plugin", metadata: ["path": "\(path)", "policy": "\(sample.name)", "abi": "\(abi)"])
         return factory
     }
 

@@ -209,6 +209,8 @@ import Glibc
               "shadowsim: unknown policy 'nope' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp; or the path of a policy .so)"),
         .init("policy_so_missing", arguments: ["s.lua", "--policy", "/nonexistent/libX.so"], status: 2,
               "shadowsim: cannot load policy plugin /nonexistent/libX.so: /nonexistent/libX.so: cannot open shared object file: No such file or directory"),
+        .init("log_level_unknown", arguments: ["s.lua", "--log-level", "loud"], status: 2,
+              "shadowsim: --log-level must be one of trace, debug, info, notice, warning, error, critical, got \"loud\""),
         .init("max_steps_zero", arguments: ["s.lua", "--max-steps", "0"], status: 2,
               "shadowsim: --max-steps must be positive"),
         .init("max_steps_not_number", arguments: ["s.lua", "--max-steps", "x"], status: 2,
