@@ -143,6 +143,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     luashim_Budgets *b = budgets_of(L);
     if (b == NULL) return;
     b->steps += 1000;
+    if (b->sample) b->sample(b->context);
     if (interrupted) {
         b->exceeded = LUASHIM_BUDGET_INTERRUPT;
         raise_here(L, "interrupted (Ctrl-C)");

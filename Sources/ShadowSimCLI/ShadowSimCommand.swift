@@ -15,7 +15,7 @@ public struct ShadowSimCommand: ParsableCommand {
         commandName: "shadowsim",
         abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
         version: shadowSimVersion,
-        subcommands: [Run.self, Compare.self, Sweep.self, Merge.self, Test.self, Policies.self, Bugs.self, Bench.self])
+        subcommands: [Run.self, Compare.self, Sweep.self, Merge.self, Report.self, Test.self, Policies.self, Bugs.self, Bench.self])
 
     public init() {}
 
@@ -73,6 +73,9 @@ struct Run: ParsableCommand {
 
     @Flag(help: "Let the script run commands, write files and load C modules.")
     var allowIO = false
+
+    @Flag(help: "Record a timeline of faults, syncs and flushes in the --json report (for `shadowsim report`).")
+    var trace = false
 
     @Option(help: "Sync policy of VMs that do not name one: a built-in name (see `shadowsim policies`), bare-metal, or the path of a policy .so.")
     var policy = "kvm-unsync"
@@ -140,7 +143,8 @@ struct Run: ParsableCommand {
         cliLog.debug("running scenario", metadata: ["script": "\(script)", "policy": "\(policy)", "seed": "\(seed)"])
         let started = monotonicSeconds()
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params, policy: policy,
-                                        check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits)
+                                        check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits,
+                                        trace: trace)
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
         }

@@ -39,6 +39,9 @@ struct Sweep: ParsableCommand {
     @Flag(help: "Attach the checker to every run.")
     var check = false
 
+    @Flag(help: "Record each run's timeline of faults, syncs and flushes (charted by `shadowsim report`).")
+    var trace = false
+
     @Option(name: [.customShort("o"), .long], help: "Write the JSON lines here (default: stdout).")
     var output: String?
 
@@ -114,7 +117,7 @@ struct Sweep: ParsableCommand {
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
                 p.arguments = ["run", script, "--policy", point.policy, "--seed", String(seed), "--json", json]
-                    + (check ? ["--check"] : []) + point.params.flatMap { ["--param", "\($0.0)=\($0.1)"] }
+                    + (check ? ["--check"] : []) + (trace ? ["--trace"] : []) + point.params.flatMap { ["--param", "\($0.0)=\($0.1)"] }
                 p.standardOutput = FileHandle.nullDevice
                 p.standardError = FileHandle.nullDevice
                 try p.run()
@@ -172,6 +175,7 @@ struct Sweep: ParsableCommand {
         }
         r["estimated_cycles"] = cycles
         r["counters"] = counters
+        if let timeline = report["timeline"] { r["timeline"] = timeline }
         if status != 0 && r["error"] == nil { r["error"] = "exit status \(status)" }
         return r
     }

@@ -43,7 +43,8 @@ public enum ScenarioRunner {
     public static func run(path: String, seed: UInt64 = 0, arguments: [String] = [],
                            parameters: [(name: String, value: String)] = [],
                            policy: String = "kvm-unsync", check: Bool = false, paranoid: Bool = false,
-                           plantedBug: PlantedBug? = nil, limits: RunLimits = RunLimits()) -> ScenarioResult {
+                           plantedBug: PlantedBug? = nil, limits: RunLimits = RunLimits(),
+                           trace: Bool = false) -> ScenarioResult {
         let session = Session(seed: seed, arguments: arguments, parameters: parameters, defaultPolicy: policy,
                               check: check, paranoid: paranoid,
                               plantedBug: plantedBug)
@@ -53,7 +54,9 @@ public enum ScenarioRunner {
         defer { budgets.deallocate() }
         budgets.initialize(to: luashim_Budgets(max_steps: limits.maxSteps, steps: 0, max_memory: limits.maxMemory,
                                                timeout: limits.timeout, started: 0, extra_bytes: guestBytes,
-                                               context: Unmanaged.passUnretained(session).toOpaque(), exceeded: 0))
+                                               context: Unmanaged.passUnretained(session).toOpaque(), exceeded: 0,
+                                               sample: trace ? sampleTimeline : nil))
+        if trace { session.timeline = [] }
         var failure: LuaScriptError?
         do {
             let source = try readFile(path)
@@ -171,4 +174,9 @@ func luaQuoted(_ s: String) -> String {
         }
     }
     return out + "\""
+}
+
+/// The budget hook's sampler (every 1000 Lua instructions under `--trace`).
+private let sampleTimeline: @convention(c) (UnsafeMutableRawPointer?) -> Void = { context in
+    Unmanaged<Session>.fromOpaque(context!).takeUnretainedValue().sampleTimeline()
 }

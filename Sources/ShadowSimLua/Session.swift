@@ -26,6 +26,35 @@ public final class Session {
     /// Values the script stored with `shadowsim.record`, in the order first recorded.
     public private(set) var records: [(key: String, value: JSONValue)] = []
     var random: Xoshiro256
+    /// Samples of cumulative events over the run (`--trace`): operations done, page
+    /// faults taken, sync work, TLB flushes. At most 1024: when full, every other
+    /// sample goes and sampling slows down by half.
+    public internal(set) var timeline: [(ops: UInt64, faults: UInt64, sync: UInt64, flushes: UInt64)]?
+    private var sampleEvery = 1
+    private var sampleTick = 0
+
+    func sampleTimeline() {
+        guard timeline != nil else { return }
+        sampleTick += 1
+        guard sampleTick >= sampleEvery else { return }
+        sampleTick = 0
+        var ops: UInt64 = 0, faults: UInt64 = 0, sync: UInt64 = 0, flushes: UInt64 = 0
+        for vm in vms {
+            let c = vm.machine.counters
+            ops &+= c.reads &+ c.writes &+ c.fetches &+ c.cr3Loads &+ c.invlpg &+ c.invpcid
+            let fields = vm.counters
+            func value(_ name: String) -> UInt64 { fields.first { $0.name == name }?.value ?? 0 }
+            faults &+= vm.mmu == nil ? c.pfNotPresent &+ c.pfProtection &+ c.pfReserved : value("pf_taken")
+            sync &+= value("pages_synced") &+ value("sptes_resynced")
+            flushes &+= value("tlb_flush") &+ c.tlbFlushPCID &+ c.tlbFlushAll
+        }
+        if let last = timeline?.last, last.ops == ops { return }
+        timeline!.append((ops, faults, sync, flushes))
+        if timeline!.count > 1024 {
+            timeline = timeline!.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
+            sampleEvery *= 2
+        }
+    }
 
     public init(seed: UInt64, arguments: [String], parameters: [(name: String, value: String)] = [],
                 defaultPolicy: String = "kvm-unsync", check: Bool = false,
@@ -61,6 +90,14 @@ public final class Session {
         ]
         if let error { fields.append(("error", .string(error))) }
         fields.append(("vms", .array(vms.map { $0.report() })))
+        if var timeline {
+            sampleTimeline()   // the state at the end
+            timeline = self.timeline ?? timeline
+            fields.append(("timeline", .array(timeline.map { s in
+                .object([("ops", .integer(Int64(s.ops))), ("pf_taken", .integer(Int64(s.faults))),
+                         ("sync", .integer(Int64(s.sync))), ("tlb_flush", .integer(Int64(s.flushes)))])
+            })))
+        }
         fields.append(("records", .object(records.map { ($0.key, $0.value) })))
         return .object(fields)
     }

@@ -31,6 +31,7 @@ typedef struct {
     unsigned long long (*extra_bytes)(void *context);
     void *context;
     int exceeded;
+    void (*sample)(void *context);  /* called at every check when set (--trace) */
 } luashim_Budgets;
 void luashim_set_budgets(lua_State *L, luashim_Budgets *budgets);
 /* Ctrl-C sets a flag the budget hook turns into an "interrupted" error. */

@@ -1,0 +1,242 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// `shadowsim report RESULTS.jsonl -o report.html`: a self-contained HTML page (inline
+/// SVG, no network) with charts of a sweep's (or several sweeps') JSON lines.
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a self-contained HTML report with SVG charts from sweep JSON lines.",
+        discussion: """
+            Charts: estimated cycles per policy; chosen counters per policy; cost against each swept numeric \
+            parameter, a line per policy; and, for sweeps made with `--trace`, the timeline of faults, syncs and \
+            flushes of each policy's last run. Exit status: 0, 2 for unreadable input.
+            """)
+
+    @OptionGroup var logging: LoggingOptions
+
+    @Argument(help: "JSON-lines files written by `shadowsim sweep` (or merged shards).")
+    var files: [String]
+
+    @Option(name: [.customShort("o"), .long], help: "The HTML file to write.")
+    var output = "report.html"
+
+    @Option(help: "The page's title.")
+    var title = "ShadowSim report"
+
+    func run() throws {
+        try logging.bootstrap()
+        var records: [[String: Any]] = []
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                printError("shadowsim: \(file): cannot read it")
+                throw ExitCode(2)
+            }
+            for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
+                guard let r = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      r["policy"] is String else {
+                    printError("\(file):\(n + 1): not a sweep record")
+                    throw ExitCode(2)
+                }
+                records.append(r)
+            }
+        }
+        guard !records.isEmpty else {
+            printError("shadowsim: no records in \(files.joined(separator: ", "))")
+            throw ExitCode(2)
+        }
+        let html = ReportPage(title: title, records: records).html
+        try writeText(html, to: output)
+        cliLog.info("report written", metadata: ["path": "\(output)", "records": "\(records.count)"])
+        print("\(output): \(records.count) runs, \(ReportPage(title: title, records: records).chartCount) charts")
+    }
+}
+
+/// The page: its charts are SVG drawn here, so it needs nothing but a browser.
+struct ReportPage {
+    let title: String
+    let records: [[String: Any]]
+
+    var policies: [String] {
+        var seen: [String] = []
+        for r in records { if let p = r["policy"] as? String, !seen.contains(p) { seen.append(p) } }
+        return seen
+    }
+
+    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+    func color(_ policy: String) -> String { Self.palette[(policies.firstIndex(of: policy) ?? 0) % Self.palette.count] }
+
+    static let keyCounters = ["exits", "insn_emulation", "tlb_flush", "remote_tlb_flush", "pages_synced",
+                              "sptes_resynced", "mmu_unsync_events", "lock_work"]
+
+    func mean(_ policy: String, _ value: ([String: Any]) -> Double?) -> Double {
+        let values = records.filter { $0["policy"] as? String == policy }.compactMap(value)
+        return values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
+    }
+
+    func counter(_ name: String) -> ([String: Any]) -> Double? {
+        { r in (r["counters"] as? [String: Any])?[name].flatMap { ($0 as? NSNumber)?.doubleValue } }
+    }
+
+    var cycles: ([String: Any]) -> Double? { { ($0["estimated_cycles"] as? NSNumber)?.doubleValue } }
+
+    /// Swept numeric parameters with more than one value.
+    var sweptParameters: [String] {
+        var values: [String: Set<Double>] = [:]
+        for r in records {
+            for (k, v) in r["params"] as? [String: Any] ?? [:] {
+                if let n = (v as? NSNumber)?.doubleValue { values[k, default: []].insert(n) }
+            }
+        }
+        return values.filter { $0.value.count > 1 }.keys.sorted()
+    }
+
+    var charts: [String] {
+        var out: [String] = []
+        out.append(barChart(title: "Estimated cycles per policy (mean over \(records.count) runs)",
+                            bars: policies.map { ($0, mean($0, cycles)) }))
+        for name in Self.keyCounters {
+            let bars = policies.map { ($0, mean($0, counter(name))) }
+            if bars.contains(where: { $0.1 > 0 }) { out.append(barChart(title: "\(name) per policy (mean)", bars: bars)) }
+        }
+        for p in sweptParameters {
+            var series: [(String, [(Double, Double)])] = []
+            for policy in policies {
+                var byValue: [Double: [Double]] = [:]
+                for r in records where r["policy"] as? String == policy {
+                    guard let x = ((r["params"] as? [String: Any])?[p] as? NSNumber)?.doubleValue, let y = cycles(r) else { continue }
+                    byValue[x, default: []].append(y)
+                }
+                series.append((policy, byValue.keys.sorted().map { ($0, byValue[$0]!.reduce(0, +) / Double(byValue[$0]!.count)) }))
+            }
+            out.append(lineChart(title: "Estimated cycles against \(p)", xLabel: p, series: series))
+        }
+        // Timelines: the last traced run of each policy (the sweep's largest point).
+        let traced = policies.compactMap { p in records.last { $0["policy"] as? String == p && $0["timeline"] != nil } }
+        for r in traced {
+            guard let timeline = r["timeline"] as? [[String: Any]], timeline.count > 1 else { continue }
+            let names = ["pf_taken", "sync", "tlb_flush"]
+            let series = names.map { name in
+                (name, timeline.compactMap { s -> (Double, Double)? in
+                    guard let x = (s["ops"] as? NSNumber)?.doubleValue, let y = (s[name] as? NSNumber)?.doubleValue else { return nil }
+                    return (x, y)
+                })
+            }
+            let params = (r["params"] as? [String: Any] ?? [:]).map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")
+            out.append(lineChart(title: "Run \(r["run"] ?? "?") timeline: \(r["policy"] ?? "") \(params)",
+                                 xLabel: "operations", series: series, colors: ["#d62728", "#2ca02c", "#1f77b4"]))
+        }
+        return out
+    }
+
+    var chartCount: Int { charts.count }
+
+    var html: String {
+        let rows = policies.map { p in
+            "<tr><td><span class=\"swatch\" style=\"background:\(color(p))\"></span>\(escape(p))</td><td>\(records.filter { $0["policy"] as? String == p }.count)</td><td>\(Int(mean(p, cycles)))</td></tr>"
+        }.joined()
+        let scenario = escape(records.first?["scenario"] as? String ?? "")
+        let tool = escape(records.first?["tool"] as? String ?? "")
+        return """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
+        <style>
+        body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
+        h1 { font-size: 20px; } table { border-collapse: collapse; margin: 12px 0; }
+        td, th { border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: right; } td:first-child, th:first-child { text-align: left; }
+        .swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px; }
+        .charts { display: flex; flex-wrap: wrap; gap: 16px; } svg.chart { background: #fafafa; border: 1px solid #e5e5e5; }
+        </style></head>
+        <body>
+        <h1>\(escape(title))</h1>
+        <p>Scenario <code>\(scenario)</code>, \(records.count) runs, \(tool).</p>
+        <table><tr><th>policy</th><th>runs</th><th>mean estimated cycles</th></tr>\(rows)</table>
+        <div class="charts">
+        \(charts.joined(separator: "\n"))
+        </div>
+        <script>
+        // Marks how many charts the browser laid out with a real size (checked by the tests).
+        window.addEventListener("load", function () {
+          var n = 0;
+          document.querySelectorAll("svg.chart").forEach(function (s) { var b = s.getBoundingClientRect(); if (b.width > 100 && b.height > 100) n++; });
+          document.body.setAttribute("data-charts-rendered", String(n));
+        });
+        </script>
+        </body></html>
+
+        """
+    }
+
+    // MARK: Charts
+
+    static let width = 500.0, height = 300.0, left = 70.0, bottom = 50.0, top = 46.0, right = 16.0
+
+    func barChart(title: String, bars: [(String, Double)]) -> String {
+        let w = Self.width, h = Self.height
+        let plotW = w - Self.left - Self.right, plotH = h - Self.top - Self.bottom
+        let maxY = niceMax(bars.map(\.1).max() ?? 1)
+        let slot = plotW / Double(max(bars.count, 1))
+        var svg = header(title)
+        svg += axes(maxY: maxY)
+        for (i, (name, v)) in bars.enumerated() {
+            let bh = maxY > 0 ? v / maxY * plotH : 0
+            let x = Self.left + Double(i) * slot + slot * 0.15
+            svg += "<rect x=\"\(f(x))\" y=\"\(f(Self.top + plotH - bh))\" width=\"\(f(slot * 0.7))\" height=\"\(f(bh))\" fill=\"\(color(name))\"><title>\(escape(name)): \(format(v))</title></rect>"
+            svg += "<text x=\"\(f(x + slot * 0.35))\" y=\"\(f(h - Self.bottom + 16))\" font-size=\"11\" text-anchor=\"middle\">\(escape(name))</text>"
+        }
+        return svg + "</svg>"
+    }
+
+    func lineChart(title: String, xLabel: String, series: [(String, [(Double, Double)])], colors: [String]? = nil) -> String {
+        let w = Self.width, h = Self.height
+        let plotW = w - Self.left - Self.right, plotH = h - Self.top - Self.bottom
+        let xs = series.flatMap { $0.1.map(\.0) }, ys = series.flatMap { $0.1.map(\.1) }
+        let minX = xs.min() ?? 0, maxX = max(xs.max() ?? 1, minX + 1)
+        let maxY = niceMax(ys.max() ?? 1)
+        func px(_ x: Double) -> Double { Self.left + (x - minX) / (maxX - minX) * plotW }
+        func py(_ y: Double) -> Double { Self.top + plotH - (maxY > 0 ? y / maxY * plotH : 0) }
+        var svg = header(title) + axes(maxY: maxY)
+        svg += "<text x=\"\(f(Self.left))\" y=\"\(f(h - Self.bottom + 16))\" font-size=\"11\">\(format(minX))</text>"
+        svg += "<text x=\"\(f(w - Self.right))\" y=\"\(f(h - Self.bottom + 16))\" font-size=\"11\" text-anchor=\"end\">\(format(maxX))</text>"
+        svg += "<text x=\"\(f(Self.left + plotW / 2))\" y=\"\(f(h - 8))\" font-size=\"11\" text-anchor=\"middle\">\(escape(xLabel))</text>"
+        for (i, (name, points)) in series.enumerated() where !points.isEmpty {
+            let c = colors?[i % colors!.count] ?? color(name)
+            let path = points.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")
+            svg += "<polyline fill=\"none\" stroke=\"\(c)\" stroke-width=\"2\" points=\"\(path)\"><title>\(escape(name))</title></polyline>"
+            for p in points where points.count <= 40 { svg += "<circle cx=\"\(f(px(p.0)))\" cy=\"\(f(py(p.1)))\" r=\"3\" fill=\"\(c)\"/>" }
+            svg += "<text x=\"\(f(Self.left + 8 + Double(i) * 110))\" y=\"\(f(Self.top - 10))\" font-size=\"11\" fill=\"\(c)\">■ \(escape(name))</text>"
+        }
+        return svg + "</svg>"
+    }
+
+    func header(_ title: String) -> String {
+        "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(Self.width))\" height=\"\(Int(Self.height))\" viewBox=\"0 0 \(Int(Self.width)) \(Int(Self.height))\"><text x=\"10\" y=\"18\" font-size=\"13\" font-weight=\"bold\">\(escape(title))</text>"
+    }
+
+    func axes(maxY: Double) -> String {
+        let plotH = Self.height - Self.top - Self.bottom
+        var s = "<line x1=\"\(f(Self.left))\" y1=\"\(f(Self.top))\" x2=\"\(f(Self.left))\" y2=\"\(f(Self.top + plotH))\" stroke=\"#888\"/>"
+        s += "<line x1=\"\(f(Self.left))\" y1=\"\(f(Self.top + plotH))\" x2=\"\(f(Self.width - Self.right))\" y2=\"\(f(Self.top + plotH))\" stroke=\"#888\"/>"
+        for i in 0...4 {
+            let y = Self.top + plotH - Double(i) / 4 * plotH
+            s += "<line x1=\"\(f(Self.left - 4))\" y1=\"\(f(y))\" x2=\"\(f(Self.width - Self.right))\" y2=\"\(f(y))\" stroke=\"#eee\"/>"
+            s += "<text x=\"\(f(Self.left - 6))\" y=\"\(f(y + 4))\" font-size=\"10\" text-anchor=\"end\">\(format(maxY * Double(i) / 4))</text>"
+        }
+        return s
+    }
+
+    func niceMax(_ v: Double) -> Double {
+        guard v > 0 else { return 1 }
+        let magnitude = pow(10, floor(log10(v)))
+        for step in [1.0, 2, 2.5, 5, 10] where step * magnitude >= v { return step * magnitude }
+        return 10 * magnitude
+    }
+
+    func f(_ v: Double) -> String { String(format: "%.1f", v) }
+    func format(_ v: Double) -> String {
+        if v >= 1e6 { return String(format: "%.1fM", v / 1e6) }
+        if v >= 1e4 { return String(format: "%.0fk", v / 1e3) }
+        return v == v.rounded() ? String(Int(v)) : String(format: "%.1f", v)
+    }
+    func escape(_ s: String) -> String { xmlEscaped(s) }
+}
