@@ -19,21 +19,9 @@ import Foundation
         """
 
     func compare(_ arguments: [String], script: String = CompareTests.script) throws -> (status: Int32, out: String, err: String) {
-        let dir = NSTemporaryDirectory() + "shadowsim-compare-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try script.write(toFile: dir + "/s.lua", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: BadInputTests.executable)
-        p.arguments = ["compare", "s.lua"] + arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        var result: (status: Int32, out: String, err: String)?
+        try CLIProcess.withDirectory(["s.lua": script]) { dir in result = try CLIProcess.run(["compare", "s.lua"] + arguments, in: dir) }
+        return result!
     }
 
     @Test func csvHasARowPerCounterAndAColumnPerPolicy() throws {

@@ -19,24 +19,15 @@ import Foundation
         """
 
     func run(_ executable: String, _ arguments: [String], in dir: String) throws -> (status: Int32, out: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        let r = try CLIProcess.run(arguments, in: dir, executable: executable)
+        return (r.status, r.out)
     }
 
     @Test func theReportRendersInAHeadlessBrowser() throws {
-        let dir = NSTemporaryDirectory() + "shadowsim-report-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try Self.script.write(toFile: dir + "/s.lua", atomically: true, encoding: .utf8)
+        try CLIProcess.withDirectory(["s.lua": Self.script]) { dir in try render(in: dir) }
+    }
+
+    func render(in dir: String) throws {
         let shadowsim = BadInputTests.executable
         let sweep = try run(shadowsim, ["sweep", "s.lua", "--param", "pages=4,16", "--policies", "kvm-unsync,vm-list,bare-metal",
                                         "--trace", "-o", "r.jsonl"], in: dir)

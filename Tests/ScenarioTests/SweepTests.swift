@@ -22,25 +22,11 @@ import Foundation
         """
 
     func shadowsim(_ arguments: [String], in dir: String) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: BadInputTests.executable)
-        p.arguments = arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try CLIProcess.run(arguments, in: dir)
     }
 
     func withDirectory(_ body: (String) throws -> Void) throws {
-        let dir = NSTemporaryDirectory() + "shadowsim-sweep-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try SweepTests.script.write(toFile: dir + "/s.lua", atomically: true, encoding: .utf8)
-        try body(dir)
+        try CLIProcess.withDirectory(["s.lua": SweepTests.script], body)
     }
 
     @Test func sameBytesWhateverTheParallelismAndShardsMergeBack() throws {

@@ -8,23 +8,13 @@ import FoundationXML
 /// status 1 when a scenario fails, 2 for a bad command line.
 @Suite struct TestCommandTests {
     func test(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        let dir = NSTemporaryDirectory() + "shadowsim-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir + "/suite/lib", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "local S = shadowsim\nprint('chatter')\nS.expect_eq(1 + 1, 2)\n".write(toFile: dir + "/suite/a_pass.lua", atomically: true, encoding: .utf8)
-        try "local S = shadowsim\nS.expect_eq(1 + 1, 3, \"sum\")\n".write(toFile: dir + "/suite/b_fail.lua", atomically: true, encoding: .utf8)
-        try "error('a library is not a scenario')\n".write(toFile: dir + "/suite/lib/helper.lua", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: BadInputTests.executable)
-        p.arguments = ["test"] + arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        var result: (status: Int32, out: String, err: String)?
+        try CLIProcess.withDirectory([
+            "suite/a_pass.lua": "local S = shadowsim\nprint('chatter')\nS.expect_eq(1 + 1, 2)\n",
+            "suite/b_fail.lua": "local S = shadowsim\nS.expect_eq(1 + 1, 3, \"sum\")\n",
+            "suite/lib/helper.lua": "error('a library is not a scenario')\n",
+        ]) { dir in result = try CLIProcess.run(["test"] + arguments, in: dir) }
+        return result!
     }
 
     @Test func textLinesAndSummary() throws {
