@@ -1,5 +1,21 @@
 import X86
 
+/// A guest frame number as a dictionary key, hashed with a multiply and shifts rather
+/// than SipHash: the engine looks frames up several times per shadow fault.
+public struct GFNKey: Hashable, Sendable {
+    public let gfn: UInt64
+    @inlinable public init(_ gfn: UInt64) { self.gfn = gfn }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(gfn) }
+
+    public func _rawHashValue(seed: Int) -> Int {
+        var x = gfn ^ UInt64(truncatingIfNeeded: seed)
+        x = (x ^ (x >> 31)) &* 0x7FB5_D329_728E_A185
+        x = (x ^ (x >> 27)) &* 0x81DA_DEF4_BC2D_D44D
+        return Int(truncatingIfNeeded: x ^ (x >> 33))
+    }
+}
+
 /// What the VMs of one simulation share: the host. Policies with host-wide state (a
 /// global list under a global lock) keep it here, so separate simulations in one
 /// process never see each other.
@@ -62,12 +78,12 @@ public final class ShadowMMU {
     private(set) var tableCapacity = 0
     var freeIDs: [Int32] = []
     var serial: UInt64 = 0
-    var hash: [UInt64: [Int32]] = [:]
-    var rmap: [UInt64: [SPTERef]] = [:]
+    var hash: [GFNKey: [Int32]] = [:]
+    var rmap: [GFNKey: [SPTERef]] = [:]
     /// Gfns of upper-level shadow pages (KVM's write tracking): never writable.
-    var writeTracked: [UInt64: Int] = [:]
+    var writeTracked: [GFNKey: Int] = [:]
     /// Shadowed gfns per 2 MiB and 1 GiB region: no large spte may cover them.
-    var disallowLarge: [UInt64: Int] = [:]
+    var disallowLarge: [GFNKey: Int] = [:]
     var indirectShadowPages = 0
     /// Creation order of pages (oldest first), with holes for freed pages.
     var activeOrder: [Int32] = []
@@ -129,11 +145,11 @@ public final class ShadowMMU {
 
     /// Valid pages that shadow guest table `gfn` (KVM's for_each_gfn_valid_sp_with_gptes).
     public func shadowPages(of gfn: UInt64) -> [ShadowPage] {
-        (hash[gfn] ?? []).compactMap { page($0) }.filter { !$0.role.invalid && $0.hasGPTEs }
+        (hash[GFNKey(gfn)] ?? []).compactMap { page($0) }.filter { !$0.role.invalid && $0.hasGPTEs }
     }
 
     /// Whether `gfn` is shadowed at an upper level (and so must stay read-only).
-    public func isWriteTracked(_ gfn: UInt64) -> Bool { (writeTracked[gfn] ?? 0) > 0 }
+    public func isWriteTracked(_ gfn: UInt64) -> Bool { (writeTracked[GFNKey(gfn)] ?? 0) > 0 }
 
     /// Every live shadow page, oldest first.
     public var allPages: [ShadowPage] { activeOrder.compactMap { $0 >= 0 ? page($0) : nil } }
@@ -161,7 +177,7 @@ public final class ShadowMMU {
     /// the gfn under other roles, as KVM does.
     func getShadowPage(gfn: UInt64, role: PageRole, vcpu: ShadowVCPU?) -> ShadowPage {
         var found: ShadowPage?
-        for id in hash[gfn] ?? [] {
+        for id in hash[GFNKey(gfn)] ?? [] {
             guard let sp = page(id), !sp.role.invalid else { continue }
             if sp.role != role {
                 if role.level > 1 && sp.unsync { prepareZap(sp) }
@@ -191,7 +207,7 @@ public final class ShadowMMU {
         if Int(id) >= tableCapacity { growTables(to: Int(id) + 1) }
         sptTable[Int(id)] = sp.spt
         levelTable[Int(id)] = UInt8(role.level)
-        hash[gfn, default: []].insert(id, at: 0)
+        hash[GFNKey(gfn), default: []].insert(id, at: 0)
         activeOrder.append(id)
         stats.shadowPages &+= 1
         if sp.hasGPTEs { accountShadowed(sp) }
@@ -202,9 +218,9 @@ public final class ShadowMMU {
     /// forbids large sptes over it and write-protects its existing mappings.
     private func accountShadowed(_ sp: ShadowPage) {
         indirectShadowPages += 1
-        if sp.level > 1 { writeTracked[sp.gfn, default: 0] += 1 }
-        disallowLarge[sp.gfn >> 9 | 1 << 62, default: 0] += 1
-        disallowLarge[sp.gfn >> 18 | 1 << 63, default: 0] += 1
+        if sp.level > 1 { writeTracked[GFNKey(sp.gfn), default: 0] += 1 }
+        disallowLarge[GFNKey(sp.gfn >> 9 | 1 << 62), default: 0] += 1
+        disallowLarge[GFNKey(sp.gfn >> 18 | 1 << 63), default: 0] += 1
         if has(.writableSPTEToNewTable) { return }
         if writeProtect(gfn: sp.gfn) && !has(.skipRemoteFlushAfterWriteProtect) { flushRemoteTLBs() }
     }
@@ -216,7 +232,8 @@ public final class ShadowMMU {
         decrement(&disallowLarge, sp.gfn >> 18 | 1 << 63)
     }
 
-    private func decrement(_ table: inout [UInt64: Int], _ key: UInt64) {
+    private func decrement(_ table: inout [GFNKey: Int], _ gfn: UInt64) {
+        let key = GFNKey(gfn)
         guard let n = table[key] else { return }
         if n <= 1 { table[key] = nil } else { table[key] = n - 1 }
     }
@@ -224,8 +241,8 @@ public final class ShadowMMU {
     /// Whether a large spte at `level` may map the range containing `gfn`.
     func largeMappingAllowed(gfn: UInt64, level: Int) -> Bool {
         switch level {
-        case 2: return disallowLarge[gfn >> 9 | 1 << 62] == nil
-        case 3: return disallowLarge[gfn >> 18 | 1 << 63] == nil
+        case 2: return disallowLarge[GFNKey(gfn >> 9 | 1 << 62)] == nil
+        case 3: return disallowLarge[GFNKey(gfn >> 18 | 1 << 63)] == nil
         default: return true
         }
     }
@@ -233,19 +250,19 @@ public final class ShadowMMU {
     // MARK: Reverse maps
 
     func rmapAdd(_ ref: SPTERef, gfn: UInt64, level: Int) {
-        rmap[gfn, default: []].append(ref)
+        rmap[GFNKey(gfn), default: []].append(ref)
         adjustPageCount(level: level, by: 1)
-        if rmap[gfn]!.count > 1000 {
+        if rmap[GFNKey(gfn)]!.count > 1000 {
             // KVM's RMAP_RECYCLE_THRESHOLD: too many mappings of one frame; drop them all.
-            for r in rmap[gfn] ?? [] { dropSPTE(r) }
+            for r in rmap[GFNKey(gfn)] ?? [] { dropSPTE(r) }
             flushRemoteTLBs()
         }
     }
 
     private func rmapRemove(_ ref: SPTERef, gfn: UInt64, level: Int) {
-        guard var list = rmap[gfn], let i = list.firstIndex(of: ref) else { return }
+        guard var list = rmap[GFNKey(gfn)], let i = list.firstIndex(of: ref) else { return }
         list.remove(at: i)
-        rmap[gfn] = list.isEmpty ? nil : list
+        rmap[GFNKey(gfn)] = list.isEmpty ? nil : list
         adjustPageCount(level: level, by: -1)
     }
 
@@ -270,7 +287,7 @@ public final class ShadowMMU {
     @discardableResult
     public func writeProtect(gfn: UInt64) -> Bool {
         var changed = false
-        for ref in rmap[gfn] ?? [] {
+        for ref in rmap[GFNKey(gfn)] ?? [] {
             guard let sp = page(ref.page) else { continue }
             let spte = sp.spt[Int(ref.index)]
             if spte & SPTE.writable != 0 {
@@ -455,9 +472,9 @@ public final class ShadowMMU {
     }
 
     func free(_ sp: ShadowPage) {
-        if var list = hash[sp.gfn] {
+        if var list = hash[GFNKey(sp.gfn)] {
             list.removeAll { $0 == sp.id }
-            hash[sp.gfn] = list.isEmpty ? nil : list
+            hash[GFNKey(sp.gfn)] = list.isEmpty ? nil : list
         }
         pages[Int(sp.id)] = nil
         sptTable[Int(sp.id)] = nil
