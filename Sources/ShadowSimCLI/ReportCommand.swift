@@ -26,21 +26,7 @@ struct Report: ParsableCommand {
 
     func run() throws {
         try logging.bootstrap()
-        var records: [[String: Any]] = []
-        for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                printError("shadowsim: \(file): cannot read it")
-                throw ExitCode(2)
-            }
-            for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
-                guard let r = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                      r["policy"] is String else {
-                    printError("\(file):\(n + 1): not a sweep record")
-                    throw ExitCode(2)
-                }
-                records.append(r)
-            }
-        }
+        let records = try readSweepRecords(files).map(\.object)
         guard !records.isEmpty else {
             printError("shadowsim: no records in \(files.joined(separator: ", "))")
             throw ExitCode(2)

@@ -229,20 +229,8 @@ struct Merge: ParsableCommand {
 
     func run() throws {
         try logging.bootstrap()
-        var records: [(run: Int, of: Int, line: String)] = []
-        for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                printError("shadowsim: \(file): cannot read it")
-                throw ExitCode(2)
-            }
-            for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                      let run = object["run"] as? Int, let of = object["of"] as? Int else {
-                    printError("\(file):\(n + 1): not a sweep record")
-                    throw ExitCode(2)
-                }
-                records.append((run, of, String(line)))
-            }
+        var records: [(run: Int, of: Int, line: String)] = try readSweepRecords(files).map {
+            ($0.object["run"] as! Int, $0.object["of"] as! Int, $0.line)
         }
         records.sort { $0.run < $1.run }
         let text = records.map(\.line).joined(separator: "\n") + (records.isEmpty ? "" : "\n")
@@ -256,4 +244,25 @@ struct Merge: ParsableCommand {
             throw ExitCode(1)
         }
     }
+}
+
+/// The records of sweep JSON-lines files, each with its line as written. An unreadable
+/// file, or a line that is not a sweep record, is a usage error (status 2) naming it.
+func readSweepRecords(_ files: [String]) throws -> [(object: [String: Any], line: String)] {
+    var records: [(object: [String: Any], line: String)] = []
+    for file in files {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            printError("shadowsim: \(file): cannot read it")
+            throw ExitCode(2)
+        }
+        for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  object["run"] is Int, object["of"] is Int, object["policy"] is String else {
+                printError("\(file):\(n + 1): not a sweep record")
+                throw ExitCode(2)
+            }
+            records.append((object, String(line)))
+        }
+    }
+    return records
 }
