@@ -104,6 +104,9 @@ final class FuzzVM {
         self.mmu = mmu
         self.kernel = kernel
         checker = checked ? ArchitecturalChecker(machine: machine, mmu: mmu) : nil
+        // Fuzzing tests the checker's own shortcut too: the incremental MMU verification
+        // must agree with the full one at every sync point.
+        checker?.verification = .crossChecked
     }
 
     var mode: PagingMode { machine.mode }

@@ -1,6 +1,16 @@
 import X86
 import ShadowMMU
 
+/// How the checker verifies the shadow MMU's invariants at a sync point.
+public enum MMUVerification: Sendable {
+    /// Only what changed since the previous sync point (`ShadowMMU.verifyChanges`).
+    case changes
+    /// Everything (`ShadowMMU.verify`): cost grows with the MMU's size.
+    case full
+    /// Both, failing if they disagree (for testing the incremental verification).
+    case crossChecked
+}
+
 /// Judges every access result a vCPU gets against what x86 allows, and the shadow
 /// MMU's invariants at every sync point (reference §3 and §10).
 ///
@@ -30,6 +40,8 @@ public final class ArchitecturalChecker: MachineObserver {
     public unowned(unsafe) let mmu: ShadowMMU?
     /// Verify the shadow MMU's invariants after every event, not only at sync points.
     public var paranoid: Bool
+    /// How the MMU's invariants are verified at sync points.
+    public var verification = MMUVerification.changes
     /// Events seen (accesses and control instructions), numbered from 1.
     public internal(set) var events: UInt64 = 0
     public internal(set) var accessesChecked: UInt64 = 0
@@ -226,7 +238,19 @@ public final class ArchitecturalChecker: MachineObserver {
 
     func verifyMMU(after what: String) throws(MachineError) {
         guard let mmu else { return }
-        let problems = mmu.verify()
+        let problems: [String]
+        switch paranoid ? .full : verification {
+        case .changes:
+            problems = mmu.verifyChanges()
+        case .full:
+            problems = mmu.verify()
+        case .crossChecked:
+            let incremental = mmu.verifyChanges(), full = mmu.verify()
+            if incremental.isEmpty != full.isEmpty {
+                throw .violation("the MMU's incremental verification disagrees with the full one at event \(events) (after \(what)) under policy \(mmu.policy.name): incremental says \(incremental.first ?? "nothing"), full says \(full.first ?? "nothing")")
+            }
+            problems = full
+        }
         guard problems.isEmpty else {
             throw .violation("shadow MMU invariant broken at event \(events) (after \(what)) under policy \(mmu.policy.name):\n  "
                              + problems.prefix(5).joined(separator: "\n  ") + recent.report(frames: nil))

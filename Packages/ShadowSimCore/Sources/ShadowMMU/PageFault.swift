@@ -461,6 +461,7 @@ extension ShadowMMU {
         } else {
             if SPTE.isPresent(current) && current & SPTE.writable != 0 && spte & SPTE.writable == 0 { flush = true }
             sp.spt[index] = spte
+            noteChange(sp.id)
         }
         if (writeProtected || emulateAnyway) && faultingWrite == true { outcome = .emulate(gpa: gfn << 12) }
         if flush { flushRemoteTLBs() }

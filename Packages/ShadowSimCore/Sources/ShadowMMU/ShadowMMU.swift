@@ -97,6 +97,13 @@ public final class ShadowMMU {
     var emulateCurrentStore = false
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
     var tdpMapped = Set<UInt64>()
+    /// What changed since `verifyChanges` last ran (nil until it first runs).
+    var changeLog: ChangeLog?
+
+    /// Notes that page `id`'s sptes, links, unsync state, role or root count changed.
+    @inline(__always) func noteChange(_ id: Int32) { changeLog?.mark(id) }
+    /// Notes that the reverse map of `gfn` changed.
+    @inline(__always) func noteChange(frame gfn: UInt64) { changeLog?.mark(frame: gfn) }
 
     public init(machine: Machine, policy: any SyncPolicy, configuration: ShadowMMUConfiguration = .init(),
                 host: SimulationHost = SimulationHost()) {
@@ -204,6 +211,7 @@ public final class ShadowMMU {
         serial &+= 1
         let sp = ShadowPage(id: id, gfn: gfn, role: role, serial: serial)
         pages[Int(id)] = sp
+        noteChange(id)
         if Int(id) >= tableCapacity { growTables(to: Int(id) + 1) }
         sptTable[Int(id)] = sp.spt
         levelTable[Int(id)] = UInt8(role.level)
@@ -251,6 +259,8 @@ public final class ShadowMMU {
 
     func rmapAdd(_ ref: SPTERef, gfn: UInt64, level: Int) {
         rmap[GFNKey(gfn), default: []].append(ref)
+        noteChange(frame: gfn)
+        noteChange(ref.page)
         adjustPageCount(level: level, by: 1)
         if rmap[GFNKey(gfn)]!.count > 1000 {
             // KVM's RMAP_RECYCLE_THRESHOLD: too many mappings of one frame; drop them all.
@@ -263,6 +273,8 @@ public final class ShadowMMU {
         guard var list = rmap[GFNKey(gfn)], let i = list.firstIndex(of: ref) else { return }
         list.remove(at: i)
         rmap[GFNKey(gfn)] = list.isEmpty ? nil : list
+        noteChange(frame: gfn)
+        noteChange(ref.page)
         adjustPageCount(level: level, by: -1)
     }
 
@@ -280,6 +292,7 @@ public final class ShadowMMU {
         let spte = sp.spt[Int(ref.index)]
         guard SPTE.isPresent(spte) else { return }
         sp.spt[Int(ref.index)] = 0
+        noteChange(sp.id)
         rmapRemove(ref, gfn: SPTE.target(spte), level: sp.level)
     }
 
@@ -292,6 +305,7 @@ public final class ShadowMMU {
             let spte = sp.spt[Int(ref.index)]
             if spte & SPTE.writable != 0 {
                 sp.spt[Int(ref.index)] = spte & ~SPTE.writable
+                noteChange(sp.id)
                 stats.writeProtections &+= 1
                 changed = true
             }
@@ -306,6 +320,7 @@ public final class ShadowMMU {
         // Only indirect leaves may go unsync; verify() reports a policy that breaks it.
         guard !sp.unsync else { return }
         sp.unsync = true
+        noteChange(sp.id)
         stats.unsyncEvents &+= 1
         stats.mmuUnsync &+= has(.miscountUnsync) ? 2 : 1
         if !has(.forgetMarkParentsUnsync) { markParentsUnsync(sp) }
@@ -367,6 +382,7 @@ public final class ShadowMMU {
     func markUnsync(_ parentRef: SPTERef) {
         guard let parent = page(parentRef.page) else { return }
         if parent.testAndSetUnsyncBit(Int(parentRef.index)) { return }
+        noteChange(parent.id)
         parent.unsyncChildren += 1
         if parent.unsyncChildren > 1 { return }
         markParentsUnsync(parent)
@@ -377,6 +393,7 @@ public final class ShadowMMU {
         guard sp.unsync else { return }
         policy.willLeaveUnsync(sp, in: self)
         sp.unsync = false
+        noteChange(sp.id)
         stats.mmuUnsync &-= 1
     }
 
@@ -393,6 +410,8 @@ public final class ShadowMMU {
         }
         parent.spt[Int(ref.index)] = UInt64(child.id) << 12 | SPTE.present | SPTE.writable | SPTE.user | SPTE.accessed
         child.parents.append(ref)
+        noteChange(ref.page)
+        noteChange(child.id)
         if child.unsyncChildren > 0 || child.unsync { markUnsync(ref) }
     }
 
@@ -405,6 +424,8 @@ public final class ShadowMMU {
     func unlinkParent(_ child: ShadowPage, _ ref: SPTERef) {
         if let i = child.parents.firstIndex(of: ref) { child.parents.remove(at: i) }
         page(ref.page)?.spt[Int(ref.index)] = 0
+        noteChange(child.id)
+        noteChange(ref.page)
     }
 
     /// KVM's `mmu_page_zap_pte`: clears one spte, unlinking a child page.
@@ -432,8 +453,12 @@ public final class ShadowMMU {
             zapSPTE(sp, i)
             stats.sptesZapped &+= 1
         }
-        for ref in sp.parents { page(ref.page)?.spt[Int(ref.index)] = 0 }
+        for ref in sp.parents {
+            page(ref.page)?.spt[Int(ref.index)] = 0
+            noteChange(ref.page)
+        }
         sp.parents.removeAll()
+        noteChange(sp.id)
         if !sp.role.invalid && sp.hasGPTEs { unaccountShadowed(sp) }
         if sp.unsync && !has(.zapKeepsUnsync) { unlinkUnsync(sp) }
         if sp.onActiveList { removeFromActive(sp) }
@@ -477,6 +502,7 @@ public final class ShadowMMU {
             hash[GFNKey(sp.gfn)] = list.isEmpty ? nil : list
         }
         pages[Int(sp.id)] = nil
+        noteChange(sp.id)
         sptTable[Int(sp.id)] = nil
         levelTable[Int(sp.id)] = 0
         freeIDs.append(sp.id)

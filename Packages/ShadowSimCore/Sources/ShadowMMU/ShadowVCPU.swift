@@ -140,6 +140,7 @@ public final class ShadowVCPU: VCPUBackend {
             let gfn = (cr3 & vcpu.controls.physicalAddressMask & ~0xFFF) >> 12
             let sp = mmu.getShadowPage(gfn: gfn, role: role, vcpu: self)
             sp.rootCount += 1
+            mmu.noteChange(sp.id)
             root = RootSlot(page: sp.id, paeRoots: nil, pgd: cr3)
         case .legacy32, .pae:
             var roots = [Int32](repeating: -1, count: 4)
@@ -157,6 +158,7 @@ public final class ShadowVCPU: VCPUBackend {
                 }
                 let sp = mmu.getShadowPage(gfn: gfn, role: role, vcpu: self)
                 sp.rootCount += 1
+                mmu.noteChange(sp.id)
                 roots[i] = sp.id
             }
             root = RootSlot(page: -1, paeRoots: roots, pgd: cr3)
@@ -178,6 +180,7 @@ public final class ShadowVCPU: VCPUBackend {
         func release(_ slot: inout RootSlot) {
             for sp in rootPages(slot) {
                 sp.rootCount -= 1
+                mmu.noteChange(sp.id)
                 if sp.rootCount == 0 && sp.role.invalid { mmu.prepareZap(sp) }
             }
             slot = .invalid

@@ -87,6 +87,7 @@ extension ShadowMMU {
         let new = makeSPTE(sp: sp, access: access, gfn: gfn, old: spte, prefetch: false, synchronizing: true,
                            vcpu: vcpu).spte
         sp.spt[index] = new
+        noteChange(sp.id)
         // A flush is needed when rights were taken away.
         let lost = (spte & SPTE.writable != 0 && new & SPTE.writable == 0)
             || (spte & SPTE.user != 0 && new & SPTE.user == 0)
@@ -208,6 +209,7 @@ extension ShadowMMU {
         guard sp.unsyncBit(index) else { return }
         sp.clearUnsyncBit(index)
         sp.unsyncChildren -= 1
+        noteChange(sp.id)
     }
 
     /// KVM's `mmu_pages_clear_parents`: after a leaf is synced or zapped, clear its bit
