@@ -139,7 +139,7 @@ extension ArchitecturalChecker {
             }
             lines.append("  policy \(mmu.policy.name)")
         }
-        return .violation(lines.joined(separator: "\n") + recent.report(frames: frames))
+        return .violation(lines.joined(separator: "\n") + recent.report(frames: frames, describe: describe))
     }
 
     func rightsText(_ r: PageRights) -> String {
@@ -148,24 +148,44 @@ extension ArchitecturalChecker {
     }
 }
 
-/// The last events, for violation reports.
+/// The last events, for violation reports. Kept as values and described only when a
+/// report is made: every store passes through here.
 struct RecentEvents {
-    private var ring: [(event: UInt64, text: String, frame: UInt64?)] = []
+    enum Happening {
+        /// A store by vCPU `vcpu` (-1 = the host).
+        case store(vcpu: Int, size: Int, physicalAddress: UInt64)
+        case control(vcpu: Int, ControlEvent)
+    }
+
+    private var ring: [(event: UInt64, happening: Happening)] = []
     private var next = 0
     static let capacity = 64
 
-    mutating func add(_ event: UInt64, _ text: String, frame: UInt64?) {
-        let item = (event, text, frame)
+    mutating func add(_ event: UInt64, _ happening: Happening) {
+        let item = (event, happening)
         if ring.count < RecentEvents.capacity { ring.append(item) } else { ring[next] = item }
         next = (next + 1) % RecentEvents.capacity
     }
 
+    private static func frame(_ h: Happening) -> UInt64? {
+        if case .store(_, _, let pa) = h { return pa >> 12 }
+        return nil
+    }
+
     /// The last events touching `frames` (or the last few events of any kind).
-    func report(frames: Set<UInt64>?) -> String {
+    func report(frames: Set<UInt64>?, describe: (ControlEvent) -> String) -> String {
         let ordered = ring.count < RecentEvents.capacity ? ring : Array(ring[next...] + ring[..<next])
-        let relevant = frames.map { f in ordered.filter { $0.frame.map(f.contains) ?? false } } ?? ordered
+        let relevant = frames.map { f in ordered.filter { RecentEvents.frame($0.happening).map(f.contains) ?? false } } ?? ordered
         let shown = relevant.suffix(8)
         guard !shown.isEmpty else { return "\n  no recent event touched those frames" }
-        return "\n  last events touching them:\n" + shown.map { "    #\($0.event) \($0.text)" }.joined(separator: "\n")
+        func text(_ h: Happening) -> String {
+            switch h {
+            case .store(let v, let size, let pa):
+                return "\(v < 0 ? "host" : "vcpu[\(v + 1)]") store of \(size) bytes to gpa \(hex(pa))"
+            case .control(let v, let event):
+                return "vcpu[\(v + 1)] \(describe(event))"
+            }
+        }
+        return "\n  last events touching them:\n" + shown.map { "    #\($0.event) \(text($0.happening))" }.joined(separator: "\n")
     }
 }

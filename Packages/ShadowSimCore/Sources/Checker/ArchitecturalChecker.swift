@@ -87,8 +87,7 @@ public final class ArchitecturalChecker: MachineObserver {
     // MARK: Stores
 
     public func willStore(_ vcpu: VCPU?, physicalAddress pa: UInt64, size: Int) throws(MachineError) {
-        let who = vcpu.map { "vcpu[\($0.index + 1)]" } ?? "host"
-        recent.add(events &+ 1, "\(who) store of \(size) bytes to gpa \(hex(pa))", frame: pa >> 12)
+        recent.add(events &+ 1, .store(vcpu: vcpu?.index ?? -1, size: size, physicalAddress: pa))
         if vcpu == nil { hostWrittenFrames.insert(pa >> 12) }
         ensureIndex()
         guard let uses = index.tables[pa >> 12] else { return }
@@ -133,8 +132,10 @@ public final class ArchitecturalChecker: MachineObserver {
         let pge = v.cr4 & CR4.pge != 0
         if onlyGlobal && !pge { return }
         var leaves: [Leaf] = []
-        index.enumerateLeaves(root: root, controls: v.controls, memory: machine.memory) { leaves.append($0) }
-        for leaf in leaves where !onlyGlobal || leaf.global {
+        index.enumerateLeaves(root: root, controls: v.controls, memory: machine.memory, onlyGlobal: onlyGlobal) {
+            leaves.append($0)
+        }
+        for leaf in leaves {
             addStale(leaf, vcpu: vcpu, pcid: pcid, pge: pge)
         }
     }
@@ -154,7 +155,7 @@ public final class ArchitecturalChecker: MachineObserver {
     public func didControl(_ vcpu: VCPU, _ event: ControlEvent) throws(MachineError) {
         events &+= 1
         let v = vcpu.index
-        recent.add(events, "vcpu[\(v + 1)] \(describe(event))", frame: nil)
+        recent.add(events, .control(vcpu: v, event))
         switch event {
         case .cr3Load(_, let previousPCID, let noFlush):
             let old = contexts[v][0]
@@ -253,7 +254,7 @@ public final class ArchitecturalChecker: MachineObserver {
         }
         guard problems.isEmpty else {
             throw .violation("shadow MMU invariant broken at event \(events) (after \(what)) under policy \(mmu.policy.name):\n  "
-                             + problems.prefix(5).joined(separator: "\n  ") + recent.report(frames: nil))
+                             + problems.prefix(5).joined(separator: "\n  ") + recent.report(frames: nil, describe: describe))
         }
     }
 

@@ -84,15 +84,23 @@ struct StructureIndex {
         tables[table >> 12, default: []].append(TableUse(root: root, level: level, vaBase: vaBase, span: span,
                                                          entries: entries, entrySize: size, rights: rights,
                                                          controls: controls))
-        guard level > 1 else { return }
+        guard level > 1, let frame = StructureIndex.frame(of: table, memory: memory) else { return }
         for i in 0..<entries {
-            let entry = memory.load(table + UInt64(i * size), size: size)
+            let entry = GuestMemory.load(frame, offset: i * size, size: size)
             guard entry & PTE.present != 0, !isLeaf(entry, level, controls),
                   entry & controls.reservedBits(level: level, isLeaf: false) == 0 else { continue }
             indexTable(controls.frameAddress(of: entry, level: level, isLeaf: false), level: level - 1,
                        vaBase: vaBase &+ UInt64(i) &* span, rights: combine(rights, entry, controls), root: root,
                        controls: controls, memory: memory)
         }
+    }
+
+    /// The frame holding a page-aligned table, or nil when it was never written (every
+    /// entry reads as not present, so there is nothing to visit).
+    @inline(__always)
+    static func frame(of table: UInt64, memory: GuestMemory) -> GuestMemory.Frame? {
+        assert(table & 0xFFF == 0, "paging structures below the top are page-aligned")
+        return memory.frame(table >> 12)
     }
 
     private func isLeaf(_ entry: UInt64, _ level: Int, _ controls: PagingControls) -> Bool {
@@ -107,14 +115,16 @@ struct StructureIndex {
         return r
     }
 
-    /// Every translation reachable through `entry` (at `level`, mapping from `va`).
+    /// Every translation reachable through `entry` (at `level`, mapping from `va`); only
+    /// the global ones if `onlyGlobal`.
     func collectLeaves(entry: UInt64, address: UInt64, level: Int, va: UInt64, rights: PageRights,
-                       controls: PagingControls, memory: GuestMemory, into out: inout [Leaf]) {
+                       controls: PagingControls, memory: GuestMemory, onlyGlobal: Bool = false, into out: inout [Leaf]) {
         guard entry & PTE.present != 0 else { return }
         let leaf = isLeaf(entry, level, controls)
         guard entry & controls.reservedBits(level: level, isLeaf: leaf) == 0 else { return }
         let combined = combine(rights, entry, controls)
         if leaf {
+            if onlyGlobal && entry & PTE.global == 0 { return }
             let size = controls.mode.pageSize(leafLevel: level)
             out.append(Leaf(va: canonical(va, controls.mode), size: size,
                             frame: controls.frameAddress(of: entry, level: level, isLeaf: true), rights: combined,
@@ -124,16 +134,20 @@ struct StructureIndex {
         let (entries, span) = StructureIndex.geometry(controls.mode, level: level - 1)
         let table = controls.frameAddress(of: entry, level: level, isLeaf: false)
         let size = controls.mode.entrySize
-        guard memory.contains(table, size: entries * size) else { return }
+        guard memory.contains(table, size: entries * size), let frame = StructureIndex.frame(of: table, memory: memory) else {
+            return
+        }
         for i in 0..<entries {
-            let child = memory.load(table + UInt64(i * size), size: size)
+            let child = GuestMemory.load(frame, offset: i * size, size: size)
+            guard child & PTE.present != 0 else { continue }
             collectLeaves(entry: child, address: table + UInt64(i * size), level: level - 1, va: va &+ UInt64(i) &* span,
-                          rights: combined, controls: controls, memory: memory, into: &out)
+                          rights: combined, controls: controls, memory: memory, onlyGlobal: onlyGlobal, into: &out)
         }
     }
 
-    /// Every translation of `root`.
-    func enumerateLeaves(root: PagingRoot, controls: PagingControls, memory: GuestMemory, _ body: (Leaf) -> Void) {
+    /// Every translation of `root` (only the global ones if `onlyGlobal`).
+    func enumerateLeaves(root: PagingRoot, controls: PagingControls, memory: GuestMemory, onlyGlobal: Bool = false,
+                         _ body: (Leaf) -> Void) {
         var leaves: [Leaf] = []
         forEachTopTable(root, controls) { table, level, vaBase in
             let (entries, span) = StructureIndex.geometry(controls.mode, level: level)
@@ -141,8 +155,10 @@ struct StructureIndex {
             guard memory.contains(table, size: entries * size) else { return }
             for i in 0..<entries {
                 let entry = memory.load(table + UInt64(i * size), size: size)
+                guard entry & PTE.present != 0 else { continue }
                 collectLeaves(entry: entry, address: table + UInt64(i * size), level: level, va: vaBase &+ UInt64(i) &* span,
-                              rights: StructureIndex.allRights, controls: controls, memory: memory, into: &leaves)
+                              rights: StructureIndex.allRights, controls: controls, memory: memory, onlyGlobal: onlyGlobal,
+                              into: &leaves)
             }
         }
         leaves.forEach(body)
