@@ -38,14 +38,23 @@ final class BenchGuest {
         for _ in 0..<64 { frames.append(try kernel.allocateFrame(zeroedBy: cpu)) }
     }
 
-    /// Maps `count` pages from `base` (one page table per 512), accessed and dirty
-    /// unless told otherwise.
-    func map(_ count: Int, at base: UInt64 = 0x4000_0000, accessed: Bool = true, in space: AddressSpace? = nil) throws {
+    /// The frame of data page `i`: one per page, as in a real guest (so each mapping has
+    /// its own reverse-map entry), from the upper half of guest memory (the guest kernel
+    /// allocates from the bottom).
+    func dataFrame(_ i: Int) -> UInt64 { machine.memory.capacity / 2 + UInt64(i) << 12 }
+
+    /// Maps `count` pages from `base` (one page table per 512) to their own frames,
+    /// accessed and dirty unless told otherwise. The frames get host storage unless
+    /// `resident` is false (then they read as zeros and cost nothing).
+    func map(_ count: Int, at base: UInt64 = 0x4000_0000, accessed: Bool = true, in space: AddressSpace? = nil,
+             resident: Bool = true) throws {
         var a = MappingAttributes()
         a.accessed = accessed
         a.dirty = accessed
         for i in 0..<count {
-            try (space ?? self.space).map(base + UInt64(i) << 12, to: frames[i % frames.count], attributes: a, by: cpu)
+            let frame = dataFrame(i)
+            if resident { _ = machine.memory.frameForWriting(frame >> 12) }
+            try (space ?? self.space).map(base + UInt64(i) << 12, to: frame, attributes: a, by: cpu)
         }
     }
 

@@ -78,8 +78,10 @@ public final class ShadowMMU {
     private(set) var tableCapacity = 0
     var freeIDs: [Int32] = []
     var serial: UInt64 = 0
-    var hash: [GFNKey: [Int32]] = [:]
-    var rmap: [GFNKey: [SPTERef]] = [:]
+    /// The newest page hashed under each gfn; `hashNext` chains to the older ones (-1 ends).
+    var hash: [GFNKey: Int32] = [:]
+    var hashNext: [Int32] = []
+    let rmap: ReverseMap
     /// Gfns of upper-level shadow pages (KVM's write tracking): never writable.
     var writeTracked: [GFNKey: Int] = [:]
     /// Shadowed gfns per 2 MiB and 1 GiB region: no large spte may cover them.
@@ -113,6 +115,7 @@ public final class ShadowMMU {
         self.host = host
         let guestPages = Int(machine.memory.capacity >> 12)
         maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
+        rmap = ReverseMap(frames: UInt64(guestPages))
         vcpus = machine.vcpus.map { ShadowVCPU(mmu: self, vcpu: $0) }
         host.registered.append(SimulationHost.Registration(mmu: self))
         policy.attach(to: self)
@@ -152,7 +155,38 @@ public final class ShadowMMU {
 
     /// Valid pages that shadow guest table `gfn` (KVM's for_each_gfn_valid_sp_with_gptes).
     public func shadowPages(of gfn: UInt64) -> [ShadowPage] {
-        (hash[GFNKey(gfn)] ?? []).compactMap { page($0) }.filter { !$0.role.invalid && $0.hasGPTEs }
+        hashChain(gfn).compactMap { page($0) }.filter { !$0.role.invalid && $0.hasGPTEs }
+    }
+
+    /// Host bytes the reverse map holds (8 per mapped frame's head, in 4 KiB chunks, plus
+    /// lists for frames mapped more than once).
+    public var reverseMapBytes: Int { rmap.residentBytes }
+
+    /// Ids of the pages hashed under `gfn`, newest first.
+    func hashChain(_ gfn: UInt64) -> HashChain { HashChain(id: hash[GFNKey(gfn)] ?? -1, links: hashNext) }
+
+    struct HashChain: Sequence, IteratorProtocol {
+        var id: Int32
+        let links: [Int32]
+        mutating func next() -> Int32? {
+            guard id >= 0 else { return nil }
+            defer { id = links[Int(id)] }
+            return id
+        }
+    }
+
+    private func unhash(_ sp: ShadowPage) {
+        let key = GFNKey(sp.gfn)
+        guard let head = hash[key] else { return }
+        let after = hashNext[Int(sp.id)]
+        if head == sp.id {
+            hash[key] = after >= 0 ? after : nil
+        } else {
+            var id = head
+            while id >= 0 && hashNext[Int(id)] != sp.id { id = hashNext[Int(id)] }
+            if id >= 0 { hashNext[Int(id)] = after }
+        }
+        hashNext[Int(sp.id)] = -1
     }
 
     /// Whether `gfn` is shadowed at an upper level (and so must stay read-only).
@@ -184,7 +218,7 @@ public final class ShadowMMU {
     /// the gfn under other roles, as KVM does.
     func getShadowPage(gfn: UInt64, role: PageRole, vcpu: ShadowVCPU?) -> ShadowPage {
         var found: ShadowPage?
-        for id in hash[GFNKey(gfn)] ?? [] {
+        for id in hashChain(gfn) {
             guard let sp = page(id), !sp.role.invalid else { continue }
             if sp.role != role {
                 if role.level > 1 && sp.unsync { prepareZap(sp) }
@@ -215,7 +249,9 @@ public final class ShadowMMU {
         if Int(id) >= tableCapacity { growTables(to: Int(id) + 1) }
         sptTable[Int(id)] = sp.spt
         levelTable[Int(id)] = UInt8(role.level)
-        hash[GFNKey(gfn), default: []].insert(id, at: 0)
+        if hashNext.count <= Int(id) { hashNext.append(contentsOf: repeatElement(-1, count: Int(id) + 1 - hashNext.count)) }
+        hashNext[Int(id)] = hash[GFNKey(gfn)] ?? -1
+        hash[GFNKey(gfn)] = id
         activeOrder.append(id)
         stats.shadowPages &+= 1
         if sp.hasGPTEs { accountShadowed(sp) }
@@ -258,21 +294,19 @@ public final class ShadowMMU {
     // MARK: Reverse maps
 
     func rmapAdd(_ ref: SPTERef, gfn: UInt64, level: Int) {
-        rmap[GFNKey(gfn), default: []].append(ref)
+        let count = rmap.add(ref, gfn: gfn)
         noteChange(frame: gfn)
         noteChange(ref.page)
         adjustPageCount(level: level, by: 1)
-        if rmap[GFNKey(gfn)]!.count > 1000 {
+        if count > 1000 {
             // KVM's RMAP_RECYCLE_THRESHOLD: too many mappings of one frame; drop them all.
-            for r in rmap[GFNKey(gfn)] ?? [] { dropSPTE(r) }
+            for r in rmap.refs(of: gfn) { dropSPTE(r) }
             flushRemoteTLBs()
         }
     }
 
     private func rmapRemove(_ ref: SPTERef, gfn: UInt64, level: Int) {
-        guard var list = rmap[GFNKey(gfn)], let i = list.firstIndex(of: ref) else { return }
-        list.remove(at: i)
-        rmap[GFNKey(gfn)] = list.isEmpty ? nil : list
+        guard rmap.remove(ref, gfn: gfn) else { return }
         noteChange(frame: gfn)
         noteChange(ref.page)
         adjustPageCount(level: level, by: -1)
@@ -300,8 +334,8 @@ public final class ShadowMMU {
     @discardableResult
     public func writeProtect(gfn: UInt64) -> Bool {
         var changed = false
-        for ref in rmap[GFNKey(gfn)] ?? [] {
-            guard let sp = page(ref.page) else { continue }
+        rmap.forEach(of: gfn) { ref in
+            guard let sp = page(ref.page) else { return }
             let spte = sp.spt[Int(ref.index)]
             if spte & SPTE.writable != 0 {
                 sp.spt[Int(ref.index)] = spte & ~SPTE.writable
@@ -497,10 +531,7 @@ public final class ShadowMMU {
     }
 
     func free(_ sp: ShadowPage) {
-        if var list = hash[GFNKey(sp.gfn)] {
-            list.removeAll { $0 == sp.id }
-            hash[GFNKey(sp.gfn)] = list.isEmpty ? nil : list
-        }
+        unhash(sp)
         pages[Int(sp.id)] = nil
         noteChange(sp.id)
         sptTable[Int(sp.id)] = nil

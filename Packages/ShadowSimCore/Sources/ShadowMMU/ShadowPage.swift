@@ -99,31 +99,52 @@ public struct SPTERef: Hashable, Sendable {
 /// of `unsyncChildBitmap`; only indirect level-1 pages are ever `unsync`; `parents`
 /// lists exactly the non-leaf sptes that point here.
 public final class ShadowPage {
+    // Stored fields are ordered and sized to pack the object into 80 bytes: a guest that
+    // maps 1 GiB needs 512+ shadow pages, and the budget is 4.5 KiB each, sptes included.
     public let id: Int32
-    public let gfn: UInt64
     public internal(set) var role: PageRole
-    /// The 512 sptes: fixed storage (the shadow walk reads it through
-    /// `ShadowMMU.sptTable`, without touching this object).
+    public let gfn: UInt64
+    /// The 512 sptes, then (upper levels only) the 8 words of the unsync-child bitmap, in
+    /// one allocation (the shadow walk reads it through `ShadowMMU.sptTable`, without
+    /// touching this object).
     let spt: UnsafeMutablePointer<UInt64>
     public internal(set) var parents: [SPTERef] = []
-    public internal(set) var unsync = false
-    public internal(set) var unsyncChildren = 0
-    var unsyncChildBitmap = [UInt64](repeating: 0, count: 8)
-    public internal(set) var rootCount = 0
-    var writeFloodingCount = 0
     /// Creation order, for recycling the oldest first.
     let serial: UInt64
-    var onActiveList = true
     /// Set by a policy that keeps its own index of unsync pages.
     public var policyMark: Int = -1
+    private var storedUnsyncChildren: Int32 = 0
+    private var storedRootCount: Int32 = 0
+    private var storedWriteFloodingCount: Int32 = 0
+    public internal(set) var unsync = false
+    var onActiveList = true
+
+    public internal(set) var unsyncChildren: Int {
+        get { Int(storedUnsyncChildren) }
+        set { storedUnsyncChildren = Int32(truncatingIfNeeded: newValue) }
+    }
+    public internal(set) var rootCount: Int {
+        get { Int(storedRootCount) }
+        set { storedRootCount = Int32(truncatingIfNeeded: newValue) }
+    }
+    var writeFloodingCount: Int {
+        get { Int(storedWriteFloodingCount) }
+        set { storedWriteFloodingCount = Int32(truncatingIfNeeded: newValue) }
+    }
+
+    /// Which sptes lead to unsync pages (nil for a page table: it has no children).
+    @inline(__always) private var unsyncChildBitmap: UnsafeMutablePointer<UInt64>? {
+        role.level > 1 ? spt + 512 : nil
+    }
 
     init(id: Int32, gfn: UInt64, role: PageRole, serial: UInt64) {
         self.id = id
         self.gfn = gfn
         self.role = role
         self.serial = serial
-        spt = .allocate(capacity: 512)
-        spt.initialize(repeating: 0, count: 512)
+        let words = role.level > 1 ? 512 + 8 : 512
+        spt = .allocate(capacity: words)
+        spt.initialize(repeating: 0, count: words)
     }
 
     deinit { spt.deallocate() }
@@ -135,21 +156,24 @@ public final class ShadowPage {
     public func spte(_ index: Int) -> UInt64 { spt[index] }
 
     func testAndSetUnsyncBit(_ index: Int) -> Bool {
+        // A page table has no children; nothing can lead through it (verify would say so).
+        guard let bitmap = unsyncChildBitmap else { return true }
         let word = index >> 6, bit = UInt64(1) << UInt64(index & 63)
-        let was = unsyncChildBitmap[word] & bit != 0
-        unsyncChildBitmap[word] |= bit
+        let was = bitmap[word] & bit != 0
+        bitmap[word] |= bit
         return was
     }
 
     func clearUnsyncBit(_ index: Int) {
-        unsyncChildBitmap[index >> 6] &= ~(UInt64(1) << UInt64(index & 63))
+        unsyncChildBitmap?[index >> 6] &= ~(UInt64(1) << UInt64(index & 63))
     }
 
     /// The indices whose unsync bit is set now, in order (walking set bits, not 512).
     var unsyncIndices: [Int] {
         var out: [Int] = []
-        for (w, word) in unsyncChildBitmap.enumerated() where word != 0 {
-            var bits = word
+        guard let bitmap = unsyncChildBitmap else { return out }
+        for w in 0..<8 where bitmap[w] != 0 {
+            var bits = bitmap[w]
             while bits != 0 {
                 out.append(w << 6 | bits.trailingZeroBitCount)
                 bits &= bits - 1
@@ -159,8 +183,12 @@ public final class ShadowPage {
     }
 
     func unsyncBit(_ index: Int) -> Bool {
-        unsyncChildBitmap[index >> 6] & (UInt64(1) << UInt64(index & 63)) != 0
+        guard let bitmap = unsyncChildBitmap else { return false }
+        return bitmap[index >> 6] & (UInt64(1) << UInt64(index & 63)) != 0
     }
 
-    var unsyncBitCount: Int { unsyncChildBitmap.reduce(0) { $0 + $1.nonzeroBitCount } }
+    var unsyncBitCount: Int {
+        guard let bitmap = unsyncChildBitmap else { return 0 }
+        return (0..<8).reduce(0) { $0 + bitmap[$1].nonzeroBitCount }
+    }
 }

@@ -19,7 +19,7 @@ extension ShadowMMU {
             if !sp.role.invalid {
                 let key = PageKey(gfn: sp.gfn, role: sp.role.word)
                 if !seenKeys.insert(key).inserted { problems.append("\(name): another valid page has the same gfn and role") }
-                if !(hash[GFNKey(sp.gfn)] ?? []).contains(sp.id) { problems.append("\(name): not in the hash under its gfn") }
+                if !hashChain(sp.gfn).contains(sp.id) { problems.append("\(name): not in the hash under its gfn") }
             }
             // 2. Only indirect leaves go unsync.
             if sp.unsync {
@@ -59,11 +59,11 @@ extension ShadowMMU {
         func sortedKeys(_ refs: [SPTERef]) -> [UInt64] {
             refs.map { UInt64(UInt32(bitPattern: $0.page)) << 16 | UInt64(UInt16(bitPattern: $0.index)) }.sorted()
         }
-        for (gfn, refs) in expectedRmap where refs.count != (rmap[GFNKey(gfn)]?.count ?? 0) || sortedKeys(refs) != sortedKeys(rmap[GFNKey(gfn)] ?? []) {
-            problems.append("rmap of gfn \(hex(gfn)) lists \(rmap[GFNKey(gfn)]?.count ?? 0) sptes, \(refs.count) map it")
+        for (gfn, refs) in expectedRmap where refs.count != rmap.count(of: gfn) || sortedKeys(refs) != sortedKeys(rmap.refs(of: gfn)) {
+            problems.append("rmap of gfn \(hex(gfn)) lists \(rmap.count(of: gfn)) sptes, \(refs.count) map it")
         }
-        for (key, refs) in rmap where expectedRmap[key.gfn] == nil && !refs.isEmpty {
-            problems.append("rmap of gfn \(hex(key.gfn)) lists \(refs.count) sptes but none map it")
+        for gfn in rmap.mappedFrames where expectedRmap[gfn] == nil {
+            problems.append("rmap of gfn \(hex(gfn)) lists \(rmap.count(of: gfn)) sptes but none map it")
         }
         for case let sp? in pages where sp.parents.count != (expectedParents[sp.id]?.count ?? 0)
             || sortedKeys(sp.parents) != sortedKeys(expectedParents[sp.id] ?? []) {
@@ -71,7 +71,7 @@ extension ShadowMMU {
         }
         // 1. A synced guest table is never writable through any spte.
         for case let sp? in pages where !sp.role.invalid && sp.hasGPTEs && !sp.unsync {
-            for ref in rmap[GFNKey(sp.gfn)] ?? [] {
+            for ref in rmap.refs(of: sp.gfn) {
                 guard let holder = page(ref.page) else { continue }
                 if holder.spt[Int(ref.index)] & SPTE.writable != 0 {
                     problems.append("guest table gfn \(hex(sp.gfn)) is shadowed and synced (page \(sp.id)) but spte \(ref.index) of page \(holder.id) maps it writable")

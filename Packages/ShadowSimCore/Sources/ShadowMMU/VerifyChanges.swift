@@ -19,7 +19,7 @@ extension ShadowMMU {
             log.tlbChecksOwed = Array(repeating: [], count: vcpus.count)
             changeLog = log
             for id in pages.indices { log.mark(Int32(id)) }
-            for key in rmap.keys { log.mark(frame: key.gfn) }
+            for gfn in rmap.mappedFrames { log.mark(frame: gfn) }
         }
         let (ids, frames) = log.take()
         var problems: [String] = []
@@ -44,7 +44,7 @@ extension ShadowMMU {
     }
 
     private func isSyncedGuestTable(gfn: UInt64) -> Bool {
-        (hash[GFNKey(gfn)] ?? []).contains { page($0).map(isSyncedGuestTable) ?? false }
+        hashChain(gfn).contains { page($0).map(isSyncedGuestTable) ?? false }
     }
 
     /// The local invariants of one changed page; what it adds to the tallies.
@@ -53,7 +53,7 @@ extension ShadowMMU {
         c.live = 1
         var name: String { "shadow page \(sp.id) (gfn \(hex(sp.gfn)), \(sp.role))" }
         if !sp.role.invalid {
-            let list = hash[GFNKey(sp.gfn)] ?? []
+            let list = Array(hashChain(sp.gfn))
             if !list.contains(sp.id) { problems.append("\(name): not in the hash under its gfn") }
             for id in list where id != sp.id {
                 if let other = page(id), !other.role.invalid, other.gfn == sp.gfn, other.role == sp.role {
@@ -79,7 +79,7 @@ extension ShadowMMU {
                 default: c.leaves1G += 1
                 }
                 let gfn = SPTE.target(spte)
-                if !(rmap[GFNKey(gfn)] ?? []).contains(ref) {
+                if !rmap.contains(ref, of: gfn) {
                     problems.append("rmap of gfn \(hex(gfn)) does not list spte \(i) of page \(sp.id), which maps it")
                 }
                 if spte & SPTE.writable != 0, let table = shadowPages(of: gfn).first(where: isSyncedGuestTable) {
@@ -112,7 +112,7 @@ extension ShadowMMU {
         }
         // A synced guest table is never writable through any spte.
         if isSyncedGuestTable(sp) {
-            for ref in rmap[GFNKey(sp.gfn)] ?? [] {
+            for ref in rmap.refs(of: sp.gfn) {
                 guard let holder = page(ref.page), holder.spt[Int(ref.index)] & SPTE.writable != 0 else { continue }
                 problems.append("guest table gfn \(hex(sp.gfn)) is shadowed and synced (page \(sp.id)) but spte \(ref.index) of page \(holder.id) maps it writable")
             }
@@ -122,7 +122,7 @@ extension ShadowMMU {
 
     /// Every reverse-map entry of a changed frame names a present leaf spte mapping it.
     private func checkReverseMap(of gfn: UInt64, log: ChangeLog, into problems: inout [String]) {
-        let list = rmap[GFNKey(gfn)] ?? []
+        let list = rmap.refs(of: gfn)
         log.recordRmap(gfn, length: list.count)
         for ref in list {
             let spte = page(ref.page)?.spt[Int(ref.index)] ?? 0
