@@ -39,7 +39,7 @@ import ArgumentParser
 
     @Test func outOfTreePolicyBuildsLoadsAndRuns() throws {
         let package = Self.root + "/examples/policy-plugin"
-        let (status, output) = try Self.run(["swift", "build", "--package-path", package])
+        let (status, output) = try Self.run(["swift", "build", "--disable-build-manifest-caching", "--package-path", package])
         try #require(status == 0, "building examples/policy-plugin failed:\n\(output)")
         let so = package + "/.build/debug/libFlushOnReuse.so"
         let factory = try PolicyCatalog.factory(so)
@@ -57,7 +57,7 @@ import ArgumentParser
     /// the counters. It builds, runs, and its policies differ as they should.
     @Test func embeddingExampleBuildsAndRuns() throws {
         let package = Self.root + "/examples/embedding"
-        let (status, output) = try Self.run(["swift", "build", "--package-path", package])
+        let (status, output) = try Self.run(["swift", "build", "--disable-build-manifest-caching", "--package-path", package])
         try #require(status == 0, "building examples/embedding failed:\n\(output)")
         let (runStatus, table) = try Self.run([package + "/.build/debug/PolicyExperiment", "10"])
         #expect(runStatus == 0, "\(table)")
