@@ -108,11 +108,11 @@ extension ShadowVCPU {
     public var handlesProtectionFaults: Bool { true }
 
     public func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
-        guard mmu.policy.shadowsGuestTables else { return try translateMissTDP(va, kind, isUser: isUser) }
+        guard mmu.shadowsGuestTables else { return try translateMissTDP(va, kind, isUser: isUser) }
         let previous = mmu.actingVCPU
         mmu.actingVCPU = self
         defer { mmu.actingVCPU = previous }
-        try enterGuest()
+        if !pending.isEmpty || !root.isValid { try enterGuest() }
         for _ in 0..<8 {
             stats.shadowWalks &+= 1
             vcpu.counters.walks &+= 1

@@ -93,8 +93,12 @@ public final class ShadowMMU {
     /// Zapped pages awaiting one flush and their release (KVM's invalid_list).
     var invalidList: [Int32] = []
     public let maxShadowPages: Int
-    /// The vCPU whose exit is being handled (nil for host-initiated work).
-    var actingVCPU: ShadowVCPU?
+    /// The vCPU whose exit is being handled (nil for host-initiated work). Not retained
+    /// (set and restored around every exit: a retain/release pair per TLB miss
+    /// otherwise); the MMU owns its vCPUs.
+    unowned(unsafe) var actingVCPU: ShadowVCPU?
+    /// `policy.shadowsGuestTables`, read once (a witness call per TLB miss otherwise).
+    let shadowsGuestTables: Bool
     /// Set by a policy during a write decision: emulate the faulting store anyway.
     var emulateCurrentStore = false
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
@@ -113,6 +117,7 @@ public final class ShadowMMU {
         self.policy = policy
         self.configuration = configuration
         self.host = host
+        shadowsGuestTables = policy.shadowsGuestTables
         let guestPages = Int(machine.memory.capacity >> 12)
         maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
         rmap = ReverseMap(frames: UInt64(guestPages))

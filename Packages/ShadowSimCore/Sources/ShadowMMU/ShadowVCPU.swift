@@ -113,7 +113,7 @@ public final class ShadowVCPU: VCPUBackend {
             if root.isValid { mmu.policy.guestTLBFlush(self) }
             vcpu.tlb.flushAll()
         }
-        if !root.isValid && mmu.policy.shadowsGuestTables { try loadRoots() }
+        if !root.isValid && mmu.shadowsGuestTables { try loadRoots() }
     }
 
     /// Runs an exit handler as this vCPU, then re-enters the guest.

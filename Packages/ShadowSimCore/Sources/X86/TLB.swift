@@ -46,6 +46,9 @@ public final class TLB {
 
     /// Whether `insert` ran since the last `flushAll`.
     private var filledSinceFlushAll = false
+    /// Which of the large-page arrays (bit 0: 2 MiB, 1: 4 MiB, 2: 1 GiB) were filled since
+    /// the last `flushAll`: a lookup skips the others (most guests never use some sizes).
+    @usableFromInline var largeSizesFilled: UInt8 = 0
 
     /// Entries filled, for statistics.
     public private(set) var fills: UInt64 = 0
@@ -139,12 +142,16 @@ public final class TLB {
     @inlinable public func lookup(_ va: UInt64, pcid: UInt16) -> UInt64 {
         let suffix = tagSuffix(pcid: pcid)
         let d = small.find(va, suffix: suffix)
-        if d != 0 { return d }
-        let l = large.find(va, suffix: suffix)
-        if l != 0 { return l }
-        let l4 = large4M.find(va, suffix: suffix)
-        if l4 != 0 { return l4 }
-        return huge.find(va, suffix: suffix)
+        if d != 0 || largeSizesFilled == 0 { return d }
+        if largeSizesFilled & 1 != 0 {
+            let l = large.find(va, suffix: suffix)
+            if l != 0 { return l }
+        }
+        if largeSizesFilled & 2 != 0 {
+            let l4 = large4M.find(va, suffix: suffix)
+            if l4 != 0 { return l4 }
+        }
+        return largeSizesFilled & 4 != 0 ? huge.find(va, suffix: suffix) : 0
     }
 
     /// Caches a piece of a larger page (`t` already cut to the piece), remembering that
@@ -165,9 +172,9 @@ public final class TLB {
         let array: TLBArray
         switch t.pageSize {
         case .size4K: array = small; data |= 0 << Flag.sizeShift
-        case .size2M: array = large; data |= 1 << Flag.sizeShift
-        case .size4M: array = large4M; data |= 2 << Flag.sizeShift
-        case .size1G: array = huge; data |= 3 << Flag.sizeShift
+        case .size2M: array = large; data |= 1 << Flag.sizeShift; largeSizesFilled |= 1
+        case .size4M: array = large4M; data |= 2 << Flag.sizeShift; largeSizesFilled |= 2
+        case .size1G: array = huge; data |= 3 << Flag.sizeShift; largeSizesFilled |= 4
         }
         array.insert(va, suffix: tagSuffix(pcid: pcid), data: data, epochs: epochs)
         fills &+= 1
@@ -193,6 +200,7 @@ public final class TLB {
         // (a hypervisor often flushes several times between two accesses).
         guard filledSinceFlushAll else { return }
         filledSinceFlushAll = false
+        largeSizesFilled = 0
         small.clear(); large.clear(); large4M.clear(); huge.clear()
         fractured.removeAll()
         epochs.update(repeating: 0, count: 4096)
@@ -224,12 +232,14 @@ public final class TLB {
     public func flushAddress(_ va: UInt64, pcid: UInt16, includeGlobal: Bool) {
         fast.clear()
         if !fractured.isEmpty { flushFracturedPages(containing: va, pcid: pcid, includeGlobal: includeGlobal) }
-        for array in [small, large, large4M, huge] {
-            array.remove(va) { tag, data in
-                if data & Flag.global != 0 { return includeGlobal }
-                return tag & 0xFFF == UInt64(pcid)
-            }
+        func matches(_ tag: UInt64, _ data: UInt64) -> Bool {
+            if data & Flag.global != 0 { return includeGlobal }
+            return tag & 0xFFF == UInt64(pcid)
         }
+        small.remove(va, where: matches)
+        if largeSizesFilled & 1 != 0 { large.remove(va, where: matches) }
+        if largeSizesFilled & 2 != 0 { large4M.remove(va, where: matches) }
+        if largeSizesFilled & 4 != 0 { huge.remove(va, where: matches) }
     }
 }
 
