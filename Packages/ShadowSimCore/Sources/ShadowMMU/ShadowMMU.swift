@@ -99,6 +99,11 @@ public final class ShadowMMU {
     unowned(unsafe) var actingVCPU: ShadowVCPU?
     /// `policy.shadowsGuestTables`, read once (a witness call per TLB miss otherwise).
     let shadowsGuestTables: Bool
+    /// `policy` again, unretained, for the calls on the fault path (each call through the
+    /// retained existential costs a retain/release pair); `policy` keeps it alive.
+    unowned(unsafe) let hotPolicy: any SyncPolicy
+    /// Whether any bug is planted (so `has` costs one test in a normal run).
+    let anyPlantedBug: Bool
     /// Set by a policy during a write decision: emulate the faulting store anyway.
     var emulateCurrentStore = false
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
@@ -118,6 +123,8 @@ public final class ShadowMMU {
         self.configuration = configuration
         self.host = host
         shadowsGuestTables = policy.shadowsGuestTables
+        hotPolicy = policy
+        anyPlantedBug = !configuration.plantedBugs.isEmpty
         let guestPages = Int(machine.memory.capacity >> 12)
         maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
         rmap = ReverseMap(frames: UInt64(guestPages))
@@ -151,7 +158,7 @@ public final class ShadowMMU {
 
     /// Whether `bug` was planted.
     @inline(__always) public func has(_ bug: PlantedBug) -> Bool {
-        !configuration.plantedBugs.isEmpty && configuration.plantedBugs.contains(bug)
+        anyPlantedBug && configuration.plantedBugs.contains(bug)
     }
 
     public func page(_ id: Int32) -> ShadowPage? {
@@ -363,15 +370,19 @@ public final class ShadowMMU {
         stats.unsyncEvents &+= 1
         stats.mmuUnsync &+= has(.miscountUnsync) ? 2 : 1
         if !has(.forgetMarkParentsUnsync) { markParentsUnsync(sp) }
-        policy.didUnsync(sp, in: self)
+        hotPolicy.didUnsync(sp, in: self)
     }
 
     /// KVM's unsync rule (`mmu_try_to_unsync_pages`): a frame shadowed at an upper level
     /// stays read-only; a sync or a prefetch never unsyncs; otherwise every leaf shadow
     /// of the frame is marked unsync and the mapping may be writable.
     public func unsyncLeafShadows(of gfn: UInt64, _ request: WritableMappingRequest) -> Bool {
+        // Most frames are not guest tables: one lookup settles it (a write-tracked frame
+        // is hashed too).
+        guard let newest = hash[GFNKey(gfn)] else { return true }
         if isWriteTracked(gfn) && !has(.upperLevelUnsync) { return false }
-        for page in shadowPages(of: gfn) {
+        for id in HashChain(id: newest, links: hashNext) {
+            guard let page = page(id), !page.role.invalid, page.hasGPTEs else { continue }
             if request.synchronizing { return false }
             if page.unsync { continue }
             if request.prefetch { return false }
@@ -430,7 +441,7 @@ public final class ShadowMMU {
     /// Clears `unsync` (the page is about to be synced or zapped).
     func unlinkUnsync(_ sp: ShadowPage) {
         guard sp.unsync else { return }
-        policy.willLeaveUnsync(sp, in: self)
+        hotPolicy.willLeaveUnsync(sp, in: self)
         sp.unsync = false
         noteChange(sp.id)
         stats.mmuUnsync &-= 1

@@ -67,7 +67,7 @@ extension ShadowMMU {
     func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU, _ c: SyncContext) -> Int {
         let spte = sp.spt[index]
         guard SPTE.isPresent(spte) else { return 0 }
-        defer { policy.didPropagate(sp, index, in: self) }
+        defer { hotPolicy.didPropagate(sp, index, in: self) }
         stats.sptesResynced &+= 1
         guard let gpte = c.gpte(index) else { return -1 }
         // Not present, reserved bits, or never accessed: drop it.

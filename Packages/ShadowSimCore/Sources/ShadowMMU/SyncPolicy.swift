@@ -13,8 +13,9 @@ public struct WritableMappingRequest {
     public var synchronizing: Bool
     /// The spte is speculative (prefetch), not the one the guest faulted on.
     public var prefetch: Bool
-    /// The vCPU whose fault or sync asks (nil for host-initiated work).
-    public var vcpu: ShadowVCPU?
+    /// The vCPU whose fault or sync asks (nil for host-initiated work). Not retained: a
+    /// request lives only for the call it is made for.
+    public unowned(unsafe) var vcpu: ShadowVCPU?
     /// The fault is a store at CPL 3.
     public var userWrite: Bool
 

@@ -157,7 +157,7 @@ public enum PTE {
     public static let executeDisable: UInt64 = 1 << 63
 
     /// Mask of bits `high` down to `low` inclusive (empty when high < low).
-    @inlinable public static func bits(_ high: Int, _ low: Int) -> UInt64 {
+    @inlinable @inline(__always) public static func bits(_ high: Int, _ low: Int) -> UInt64 {
         guard high >= low else { return 0 }
         let width = high - low + 1
         let ones: UInt64 = width >= 64 ? ~0 : (1 << UInt64(width)) - 1
