@@ -374,7 +374,7 @@ extension ShadowVCPU {
         let span = UInt64(1) << UInt64(9 * (sp.level - 1))
         let outcome = mmu.setSPTE(sp, index, access: access, gfn: walk.gfn & ~(span - 1), faultingWrite: write,
                                   userWrite: write && user, vcpu: self)
-        if !sp.role.direct { mmu.hotPolicy.didPropagate(sp, index, in: mmu) }
+        if !sp.role.direct { mmu.policy.didPropagate(sp, index, in: mmu) }
         if case .spurious = outcome { return outcome }
         prefetch(around: sp, index)
         return outcome
@@ -397,7 +397,7 @@ extension ShadowVCPU {
             var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: vcpu.controls.executeDisableEnabled)
             if gpte & PTE.dirty == 0 { access &= ~Access.write }
             _ = mmu.setSPTE(sp, i, access: access, gfn: mmu.guestFrame(of: gpte, sp: sp), faultingWrite: nil, vcpu: self)
-            mmu.hotPolicy.didPropagate(sp, i, in: mmu)
+            mmu.policy.didPropagate(sp, i, in: mmu)
             mmu.stats.sptesPrefetched &+= 1
         }
     }
@@ -421,7 +421,7 @@ extension ShadowMMU {
             if !oldIsWritableLeaf {
                 let request = WritableMappingRequest(synchronizing: synchronizing, prefetch: prefetch, vcpu: vcpu,
                                                      userWrite: userWrite)
-                if !hotPolicy.allowWritableMapping(of: gfn, request, in: self) {
+                if !policy.allowWritableMapping(of: gfn, request, in: self) {
                     writeProtected = true
                     spte &= ~SPTE.writable
                 }

@@ -99,9 +99,6 @@ public final class ShadowMMU {
     unowned(unsafe) var actingVCPU: ShadowVCPU?
     /// `policy.shadowsGuestTables`, read once (a witness call per TLB miss otherwise).
     let shadowsGuestTables: Bool
-    /// `policy` again, unretained, for the calls on the fault path (each call through the
-    /// retained existential costs a retain/release pair); `policy` keeps it alive.
-    unowned(unsafe) let hotPolicy: any SyncPolicy
     /// Whether any bug is planted (so `has` costs one test in a normal run).
     let anyPlantedBug: Bool
     /// Set by a policy during a write decision: emulate the faulting store anyway.
@@ -123,7 +120,6 @@ public final class ShadowMMU {
         self.configuration = configuration
         self.host = host
         shadowsGuestTables = policy.shadowsGuestTables
-        hotPolicy = policy
         anyPlantedBug = !configuration.plantedBugs.isEmpty
         let guestPages = Int(machine.memory.capacity >> 12)
         maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
@@ -370,7 +366,7 @@ public final class ShadowMMU {
         stats.unsyncEvents &+= 1
         stats.mmuUnsync &+= has(.miscountUnsync) ? 2 : 1
         if !has(.forgetMarkParentsUnsync) { markParentsUnsync(sp) }
-        hotPolicy.didUnsync(sp, in: self)
+        policy.didUnsync(sp, in: self)
     }
 
     /// KVM's unsync rule (`mmu_try_to_unsync_pages`): a frame shadowed at an upper level
@@ -441,7 +437,7 @@ public final class ShadowMMU {
     /// Clears `unsync` (the page is about to be synced or zapped).
     func unlinkUnsync(_ sp: ShadowPage) {
         guard sp.unsync else { return }
-        hotPolicy.willLeaveUnsync(sp, in: self)
+        policy.willLeaveUnsync(sp, in: self)
         sp.unsync = false
         noteChange(sp.id)
         stats.mmuUnsync &-= 1

@@ -60,14 +60,15 @@ extension ShadowMMU {
     /// KVM's `sync_spte`: re-derives spte `index` of leaf page `sp` from its guest entry.
     /// Returns 1 when a TLB flush is needed, 0 when not, -1 when the page must be zapped.
     func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU) -> Int {
-        syncSPTE(sp, index, vcpu: vcpu, syncContext(sp, vcpu: vcpu))
+        guard SPTE.isPresent(sp.spt[index]) else { return 0 }
+        defer { policy.didPropagate(sp, index, in: self) }
+        return syncSPTE(sp, index, vcpu: vcpu, syncContext(sp, vcpu: vcpu))
     }
 
+    /// `syncSPTE` for a present spte, without telling the policy (the caller does).
     @inline(__always)
     func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU, _ c: SyncContext) -> Int {
         let spte = sp.spt[index]
-        guard SPTE.isPresent(spte) else { return 0 }
-        defer { hotPolicy.didPropagate(sp, index, in: self) }
         stats.sptesResynced &+= 1
         guard let gpte = c.gpte(index) else { return -1 }
         // Not present, reserved bits, or never accessed: drop it.
@@ -112,8 +113,10 @@ extension ShadowMMU {
         }
         var flush = 0
         let context = syncContext(sp, vcpu: vcpu)
+        let policy = self.policy
         for i in 0..<512 where SPTE.isPresent(sp.spt[i]) {
             let r = syncSPTE(sp, i, vcpu: vcpu, context)
+            policy.didPropagate(sp, i, in: self)
             if r < 0 {
                 prepareZap(sp)
                 return -1
@@ -143,24 +146,27 @@ extension ShadowMMU {
         /// The unsync leaves, each with the path of (parent, index) that reached it,
         /// nearest parent first (KVM's for_each_sp with mmu_pages_first/next).
         var leavesWithPaths: [(page: ShadowPage, path: [(ShadowPage, Int)])] {
-            var result: [(ShadowPage, [(ShadowPage, Int)])] = []
-            var parentAt = [ShadowPage?](repeating: nil, count: 8)   // level → the latest page at that level
-            var indexAt = [Int?](repeating: nil, count: 8)           // level → index of that page's entry below
-            guard let first = entries.first else { return [] }
-            parentAt[first.page.level] = first.page
-            for (page, index) in entries.dropFirst() {
-                indexAt[page.level] = index
+            var result: [(page: ShadowPage, path: [(ShadowPage, Int)])] = []
+            guard let first = entries.first else { return result }
+            // Per level: the position in `entries` of the latest page at that level, and
+            // the index of that page's entry in its parent (+1; 0 = none). Inline words:
+            // no allocation per batch.
+            var parentAt = LevelWords(), indexAt = LevelWords()
+            parentAt[first.page.level] = 1
+            for position in 1..<entries.count {
+                let (page, index) = entries[position]
+                indexAt[page.level] = UInt64(index + 1)
                 if page.level == 1 {
                     var path: [(ShadowPage, Int)] = []
                     var level = 2
-                    while level < 8, let p = parentAt[level], let i = indexAt[level - 1] {
-                        path.append((p, i))
+                    while level <= 5, parentAt[level] != 0, indexAt[level - 1] != 0 {
+                        path.append((entries[Int(parentAt[level]) - 1].page, Int(indexAt[level - 1]) - 1))
                         level += 1
                         if level > first.page.level { break }
                     }
                     result.append((page, path))
                 } else {
-                    parentAt[page.level] = page
+                    parentAt[page.level] = UInt64(position + 1)
                 }
             }
             return result

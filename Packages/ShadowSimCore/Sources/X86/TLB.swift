@@ -49,6 +49,12 @@ public final class TLB {
     /// Which of the large-page arrays (bit 0: 2 MiB, 1: 4 MiB, 2: 1 GiB) were filled since
     /// the last `flushAll`: a lookup skips the others (most guests never use some sizes).
     @usableFromInline var largeSizesFilled: UInt8 = 0
+    /// Slots of the 4 KiB array filled since the last `flushAll`, while there are at most
+    /// `recentFillLimit` (a hypervisor flushes often between a few fills: clearing those
+    /// slots beats clearing the array); `recentFillCount` past the limit means "many".
+    private let recentFills: UnsafeMutablePointer<Int32>
+    private var recentFillCount = 0
+    private static let recentFillLimit = 32
 
     /// Entries filled, for statistics.
     public private(set) var fills: UInt64 = 0
@@ -64,6 +70,7 @@ public final class TLB {
         huge = TLBArray(entries: hugeEntries, pageShift: 30)
         epochs = .allocate(capacity: 4096)
         epochs.initialize(repeating: 0, count: 4096)
+        recentFills = .allocate(capacity: TLB.recentFillLimit)
     }
 
     deinit {
@@ -72,6 +79,7 @@ public final class TLB {
         large4M.deallocate()
         huge.deallocate()
         epochs.deallocate()
+        recentFills.deallocate()
         fast.deallocate()
     }
 
@@ -176,7 +184,11 @@ public final class TLB {
         case .size4M: array = large4M; data |= 2 << Flag.sizeShift; largeSizesFilled |= 2
         case .size1G: array = huge; data |= 3 << Flag.sizeShift; largeSizesFilled |= 4
         }
-        array.insert(va, suffix: tagSuffix(pcid: pcid), data: data, epochs: epochs)
+        let slot = array.insert(va, suffix: tagSuffix(pcid: pcid), data: data, epochs: epochs)
+        if t.pageSize == .size4K && recentFillCount <= TLB.recentFillLimit {
+            if recentFillCount < TLB.recentFillLimit { recentFills[recentFillCount] = Int32(slot) }
+            recentFillCount += 1
+        }
         fills &+= 1
         filledSinceFlushAll = true
     }
@@ -200,10 +212,18 @@ public final class TLB {
         // (a hypervisor often flushes several times between two accesses).
         guard filledSinceFlushAll else { return }
         filledSinceFlushAll = false
+        if recentFillCount <= TLB.recentFillLimit {
+            for i in 0..<recentFillCount { small.tags[Int(recentFills[i])] = TLB.invalidTag }
+        } else {
+            small.clear()
+        }
+        recentFillCount = 0
+        if largeSizesFilled & 1 != 0 { large.clear() }
+        if largeSizesFilled & 2 != 0 { large4M.clear() }
+        if largeSizesFilled & 4 != 0 { huge.clear() }
         largeSizesFilled = 0
-        small.clear(); large.clear(); large4M.clear(); huge.clear()
-        fractured.removeAll()
-        epochs.update(repeating: 0, count: 4096)
+        if !fractured.isEmpty { fractured.removeAll() }
+        // PCID epochs need no reset: every entry is gone, whatever its epoch.
     }
 
     /// Non-global entries of one PCID (MOV to CR3, INVPCID single-context).
@@ -325,7 +345,9 @@ extension TLB {
         return tag >> TLB.epochShift != UInt64(epochs[Int(tag & 0xFFF)])
     }
 
-    func insert(_ va: UInt64, suffix: UInt64, data word: UInt64, epochs: UnsafeMutablePointer<UInt8>) {
+    /// Fills the entry for `va`; returns the slot used.
+    @discardableResult
+    func insert(_ va: UInt64, suffix: UInt64, data word: UInt64, epochs: UnsafeMutablePointer<UInt8>) -> Int {
         let vpn = va >> pageShift
         let key = key(va, suffix: suffix)
         let set = Int(truncatingIfNeeded: vpn & setMask)
@@ -347,6 +369,7 @@ extension TLB {
         }
         tags[slot] = key
         data[slot] = word
+        return slot
     }
 
     func clear() {
