@@ -522,9 +522,9 @@ public final class ShadowMMU {
     private func zapUnsyncChildren(_ parent: ShadowPage) -> Int {
         var zapped = 0
         while let batch = collectUnsync(below: parent) {
-            for (sp, path) in batch.leavesWithPaths {
-                prepareZap(sp)
-                clearPath(path)
+            for leaf in batch.leavesWithPaths {
+                prepareZap(leaf.page)
+                clearPath(leaf.path)
                 zapped += 1
             }
         }

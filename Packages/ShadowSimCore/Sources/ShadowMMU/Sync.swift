@@ -127,26 +127,45 @@ extension ShadowMMU {
         return flush
     }
 
+    /// A shadow page and the index of an entry (in it, or of it in its parent).
+    /// A struct, not a tuple: arrays of tuples holding a class reference look their
+    /// metadata up by mangled name on every growth.
+    struct PageEntry {
+        let page: ShadowPage
+        let index: Int
+    }
+
+    /// An unsync leaf and the path of (parent, index) that reached it, nearest first.
+    struct LeafWithPath {
+        let page: ShadowPage
+        let path: [PageEntry]
+    }
+
     /// One batch of KVM's `mmu_unsync_walk` (its `kvm_mmu_pages`): the parent, then path
     /// nodes and unsync leaves in depth-first order, each with its index in its parent;
     /// at most 16 entries, path nodes included. Stale bitmap bits met on the way are
     /// cleared (one bit each, as KVM does).
     struct UnsyncBatch {
-        var entries: [(page: ShadowPage, index: Int)] = []
+        var entries: [PageEntry]
         static let capacity = 16
+
+        init() {
+            entries = []
+            entries.reserveCapacity(UnsyncBatch.capacity)
+        }
 
         /// Adds an entry; true when the batch is now full. A leaf already in the batch
         /// (reached through a second parent entry) is not added again.
         mutating func add(_ page: ShadowPage, _ index: Int) -> Bool {
             if page.unsync && entries.contains(where: { $0.page === page }) { return false }
-            entries.append((page, index))
+            entries.append(PageEntry(page: page, index: index))
             return entries.count == UnsyncBatch.capacity
         }
 
         /// The unsync leaves, each with the path of (parent, index) that reached it,
         /// nearest parent first (KVM's for_each_sp with mmu_pages_first/next).
-        var leavesWithPaths: [(page: ShadowPage, path: [(ShadowPage, Int)])] {
-            var result: [(page: ShadowPage, path: [(ShadowPage, Int)])] = []
+        var leavesWithPaths: [LeafWithPath] {
+            var result: [LeafWithPath] = []
             guard let first = entries.first else { return result }
             // Per level: the position in `entries` of the latest page at that level, and
             // the index of that page's entry in its parent (+1; 0 = none). Inline words:
@@ -154,19 +173,19 @@ extension ShadowMMU {
             var parentAt = LevelWords(), indexAt = LevelWords()
             parentAt[first.page.level] = 1
             for position in 1..<entries.count {
-                let (page, index) = entries[position]
-                indexAt[page.level] = UInt64(index + 1)
-                if page.level == 1 {
-                    var path: [(ShadowPage, Int)] = []
+                let entry = entries[position]
+                indexAt[entry.page.level] = UInt64(entry.index + 1)
+                if entry.page.level == 1 {
+                    var path: [PageEntry] = []
                     var level = 2
                     while level <= 5, parentAt[level] != 0, indexAt[level - 1] != 0 {
-                        path.append((entries[Int(parentAt[level]) - 1].page, Int(indexAt[level - 1]) - 1))
+                        path.append(PageEntry(page: entries[Int(parentAt[level]) - 1].page, index: Int(indexAt[level - 1]) - 1))
                         level += 1
                         if level > first.page.level { break }
                     }
-                    result.append((page, path))
+                    result.append(LeafWithPath(page: entry.page, path: path))
                 } else {
-                    parentAt[page.level] = UInt64(position + 1)
+                    parentAt[entry.page.level] = UInt64(position + 1)
                 }
             }
             return result
@@ -220,10 +239,10 @@ extension ShadowMMU {
 
     /// KVM's `mmu_pages_clear_parents`: after a leaf is synced or zapped, clear its bit
     /// along the path it was found by, going up while a parent has no unsync child left.
-    func clearPath(_ path: [(ShadowPage, Int)]) {
-        for (parent, index) in path {
-            clearUnsyncBit(parent, index)
-            if parent.unsyncChildren > 0 { return }
+    func clearPath(_ path: [PageEntry]) {
+        for step in path {
+            clearUnsyncBit(step.page, step.index)
+            if step.page.unsyncChildren > 0 { return }
         }
     }
 
@@ -251,15 +270,16 @@ extension ShadowMMU {
         while let batch = collectUnsync(below: parent) {
             let leaves = batch.leavesWithPaths
             var protected = false
-            for (sp, _) in leaves { protected = writeProtect(gfn: sp.gfn) || protected }
+            for leaf in leaves { protected = writeProtect(gfn: leaf.page.gfn) || protected }
             if protected {
                 if invalidList.isEmpty { flushRemoteTLBs() } else { commitZaps() }
                 flush = false
             }
-            for (sp, path) in leaves {
+            for leaf in leaves {
+                let sp = leaf.page
                 unlinkUnsync(sp)
                 if pages[Int(sp.id)] === sp && syncPage(sp, vcpu: vcpu) > 0 { flush = true }
-                clearPath(path)
+                clearPath(leaf.path)
             }
         }
         if !invalidList.isEmpty {
