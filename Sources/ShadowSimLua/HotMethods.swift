@@ -18,6 +18,15 @@ private func hotSelf(_ L: OpaquePointer) -> VCPU? {
     return Swift.type(of: o) == VCPU.self ? unsafeDowncast(o, to: VCPU.self) : nil
 }
 
+/// `hotSelf` unretained: the userdata at index 1 keeps the vCPU alive during the call,
+/// so the common read need not retain and release it.
+@inline(__always)
+private func hotSelfUnretained(_ L: OpaquePointer) -> Unmanaged<VCPU>? {
+    guard let p = luashim_toobject_mt(L, 1, luashim_upvalueindex(2)),
+          Swift.type(of: Unmanaged<AnyObject>.fromOpaque(p).takeUnretainedValue()) == VCPU.self else { return nil }
+    return Unmanaged<VCPU>.fromOpaque(p)
+}
+
 /// The integer at `index` when it is an integer-valued number.
 @inline(__always)
 private func hotInteger(_ L: OpaquePointer, _ index: Int32) -> Int64? {
@@ -53,6 +62,23 @@ private func raise(_ L: OpaquePointer, _ error: MachineError) -> Int32 {
 let hotRead: luashim_Function = { L in
     let L = L!
     let top = lua_gettop(L)
+    if top == 2, let vcpu = hotSelfUnretained(L), let va = hotInteger(L, 2) {
+        // The call scenarios make most: default size and CPL.
+        let r = vcpu._withUnsafeGuaranteedRef { v -> Result<AccessResult, MachineError> in
+            do throws(MachineError) { return .success(try v.read(UInt64(bitPattern: va))) } catch { return .failure(error) }
+        }
+        switch r {
+        case .success(let result) where result.isOK:
+            lua_pushinteger(L, Int64(bitPattern: result.value))
+            lua_pushinteger(L, Int64(bitPattern: result.physicalAddress))
+            return 2
+        case .success(let fault):
+            var call = LuaCall(L, name: "read", isMethod: true)
+            return pushFault(&call, fault)
+        case .failure(let error):
+            return raise(L, error)
+        }
+    }
     guard top >= 2, top <= 4, let vcpu = hotSelf(L), let va = hotInteger(L, 2),
           case .some(let size) = hotOptional(L, 3, top: top), case .some(let cpl) = hotOptional(L, 4, top: top),
           size.map({ $0 == 1 || $0 == 2 || $0 == 4 || $0 == 8 }) ?? true, cpl.map({ (0...3).contains($0) }) ?? true

@@ -94,12 +94,14 @@ public struct PageRights: Equatable, Sendable {
     public var rawValue: UInt8
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
 
+    // Computed, not stored: a stored static of another module is reached through a
+    // lazy-initialisation accessor on every use, even on the fault path.
     /// R/W = 1 at every level.
-    public static let writable = PageRights(rawValue: 1)
+    @inlinable public static var writable: PageRights { PageRights(rawValue: 1) }
     /// U/S = 1 at every level: a user-mode address.
-    public static let user = PageRights(rawValue: 2)
+    @inlinable public static var user: PageRights { PageRights(rawValue: 2) }
     /// XD = 1 at some level while execute-disable is enabled.
-    public static let executeDisable = PageRights(rawValue: 4)
+    @inlinable public static var executeDisable: PageRights { PageRights(rawValue: 4) }
 
     @inlinable public func contains(_ r: PageRights) -> Bool { rawValue & r.rawValue == r.rawValue }
     @inlinable public mutating func insert(_ r: PageRights) { rawValue |= r.rawValue }
@@ -124,11 +126,12 @@ public struct AccessContext: Equatable, Sendable {
 /// CR4.SMAP or RFLAGS.AC change, so the walker and TLB hits share one rule set and a
 /// hit costs one table lookup.
 public struct PermissionTable: Equatable, Sendable {
-    /// Bit `rights` of byte `kind * 2 + isUser` says whether the access is allowed.
-    @usableFromInline var allowed: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
+    /// Bit `rights` of byte `kind * 2 + isUser` says whether the access is allowed (one
+    /// word: a check is a shift and a test).
+    @usableFromInline var allowed: UInt64
 
     public init(controls: PagingControls, rflagsAC: Bool) {
-        allowed = (0, 0, 0, 0, 0, 0)
+        allowed = 0
         for kind in [AccessKind.read, .write, .fetch] {
             for isUser in [false, true] {
                 var bits: UInt8 = 0
@@ -145,32 +148,13 @@ public struct PermissionTable: Equatable, Sendable {
     }
 
     private mutating func set(slot: Int, _ bits: UInt8) {
-        switch slot {
-        case 0: allowed.0 = bits
-        case 1: allowed.1 = bits
-        case 2: allowed.2 = bits
-        case 3: allowed.3 = bits
-        case 4: allowed.4 = bits
-        default: allowed.5 = bits
-        }
+        allowed |= UInt64(bits) << UInt64(slot * 8)
     }
 
-    @inlinable public func permits(_ kind: AccessKind, isUser: Bool, rights: PageRights) -> Bool {
-        let slot = Int(kind.rawValue) &* 2 &+ (isUser ? 1 : 0)
-        let bits: UInt8
-        switch slot {
-        case 0: bits = allowed.0
-        case 1: bits = allowed.1
-        case 2: bits = allowed.2
-        case 3: bits = allowed.3
-        case 4: bits = allowed.4
-        default: bits = allowed.5
-        }
-        return bits & (1 << rights.rawValue) != 0
-    }
-
-    public static func == (a: PermissionTable, b: PermissionTable) -> Bool {
-        a.allowed == b.allowed
+    @inlinable @inline(__always)
+    public func permits(_ kind: AccessKind, isUser: Bool, rights: PageRights) -> Bool {
+        let slot = UInt64(kind.rawValue) &* 2 &+ (isUser ? 1 : 0)
+        return (allowed >> (slot &* 8 &+ UInt64(rights.rawValue & 7))) & 1 != 0
     }
 
     /// SDM 4.6.1, stated once. `rights` are the combined rights of the translation.
