@@ -62,14 +62,15 @@ extension ShadowMMU {
     func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU) -> Int {
         guard SPTE.isPresent(sp.spt[index]) else { return 0 }
         defer { policy.didPropagate(sp, index, in: self) }
+        stats.sptesResynced &+= 1
         return syncSPTE(sp, index, vcpu: vcpu, syncContext(sp, vcpu: vcpu))
     }
 
-    /// `syncSPTE` for a present spte, without telling the policy (the caller does).
+    /// `syncSPTE` for a present spte, without telling the policy or counting it (the
+    /// caller does both).
     @inline(__always)
     func syncSPTE(_ sp: ShadowPage, _ index: Int, vcpu: ShadowVCPU, _ c: SyncContext) -> Int {
         let spte = sp.spt[index]
-        stats.sptesResynced &+= 1
         guard let gpte = c.gpte(index) else { return -1 }
         // Not present, reserved bits, or never accessed: drop it.
         if gpte & PTE.present == 0 || gpte & c.reserved != 0 || gpte & PTE.accessed == 0 {
@@ -113,8 +114,11 @@ extension ShadowMMU {
         }
         var flush = 0
         let context = syncContext(sp, vcpu: vcpu)
-        let policy = self.policy
-        for i in 0..<512 where SPTE.isPresent(sp.spt[i]) {
+        let policy = self.policy, spt = sp.spt
+        var resynced: UInt64 = 0
+        defer { stats.sptesResynced &+= resynced }
+        for i in 0..<512 where SPTE.isPresent(spt[i]) {
+            resynced &+= 1
             let r = syncSPTE(sp, i, vcpu: vcpu, context)
             policy.didPropagate(sp, i, in: self)
             if r < 0 {
