@@ -116,7 +116,7 @@ extension ShadowVCPU {
         for _ in 0..<8 {
             stats.shadowWalks &+= 1
             vcpu.counters.walks &+= 1
-            var errorCode = PageFaultCode.accessBits(kind: kind, isUser: isUser, controls: vcpu.controls)
+            var present = false
             if let (spt, index, level) = shadowLeafSlot(for: va) {
                 let spte = spt[index]
                 var rights = PageRights(rawValue: 0)
@@ -133,8 +133,10 @@ extension ShadowVCPU {
                         leafLevel: level, leafEntryAddress: 0), pcid: vcpu.currentPCID, global: false)
                     return .ok(base | (va & size.offsetMask))
                 }
-                errorCode |= PageFaultCode.present
+                present = true
             }
+            let errorCode = PageFaultCode.accessBits(kind: kind, isUser: isUser, controls: vcpu.controls)
+                | (present ? PageFaultCode.present : 0)
             switch try pageFault(va, kind, isUser: isUser, errorCode: errorCode) {
             case .fixed, .spurious, .retry:
                 try enterGuest()
@@ -385,19 +387,22 @@ extension ShadowVCPU {
     private func prefetch(around sp: ShadowPage, _ index: Int) {
         guard mmu.configuration.prefetch, sp.level == 1 else { return }
         let first = index & ~7
+        // The guest table's frame, reserved bits and XD setting, looked up once for the 8.
+        let guest = sp.role.direct ? nil : mmu.syncContext(sp, vcpu: self)
+        let policy = mmu.policy
         for i in first..<(first + 8) where i != index && !SPTE.isPresent(sp.spt[i]) {
-            if sp.role.direct {
+            guard let guest else {
                 _ = mmu.setSPTE(sp, i, access: sp.role.access, gfn: sp.gfn + UInt64(i), faultingWrite: nil, vcpu: self)
                 mmu.stats.sptesPrefetched &+= 1
                 continue
             }
-            guard let gpte = mmu.readGPTE(sp, i),
-                  gpte & PTE.present != 0, !mmu.gpteHasReservedBits(gpte, vcpu: self), gpte & PTE.accessed != 0
+            guard let gpte = guest.gpte(i),
+                  gpte & PTE.present != 0, gpte & guest.reserved == 0, gpte & PTE.accessed != 0
             else { break }
-            var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: vcpu.controls.executeDisableEnabled)
+            var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: guest.executeDisable)
             if gpte & PTE.dirty == 0 { access &= ~Access.write }
             _ = mmu.setSPTE(sp, i, access: access, gfn: mmu.guestFrame(of: gpte, sp: sp), faultingWrite: nil, vcpu: self)
-            mmu.policy.didPropagate(sp, i, in: mmu)
+            policy.didPropagate(sp, i, in: mmu)
             mmu.stats.sptesPrefetched &+= 1
         }
     }

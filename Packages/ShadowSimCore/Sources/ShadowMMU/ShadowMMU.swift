@@ -131,6 +131,8 @@ public final class ShadowMMU {
     }
 
     deinit {
+        // The machine may outlive its MMU: its vCPUs go back to bare metal.
+        for v in vcpus where v.vcpu.backend === v { v.vcpu.backend = BareMetal.shared }
         host.registered.removeAll { $0.mmu === self }
         sptTable.deallocate()
         levelTable.deallocate()

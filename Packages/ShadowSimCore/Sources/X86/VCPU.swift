@@ -56,8 +56,11 @@ public final class VCPU {
     public let memory: GuestMemory
     public let tlb: TLB
     public var counters = VCPUCounters()
-    /// What services TLB misses and the side effects of control instructions.
-    public var backend: any VCPUBackend = BareMetal.shared
+    /// What services TLB misses and the side effects of control instructions. Not
+    /// retained (a retain/release pair per TLB miss otherwise): whoever installs a
+    /// backend keeps it alive and puts `BareMetal.shared` back before it goes, as
+    /// `ShadowMMU` does.
+    public unowned(unsafe) var backend: any VCPUBackend = BareMetal.shared
     /// Sees every store, access result and control instruction (nil: nobody watches).
     public var observer: (any MachineObserver)? { didSet { tlb.fast.clear() } }
 
