@@ -90,7 +90,10 @@ extension BenchRunner {
                 if isWrite {
                     for i in 0..<n { _ = try cpu.write(0x4000_0000 | UInt64(i & 15) << 12, value: UInt64(i)) }
                 } else {
-                    for i in 0..<n { _ = try cpu.read(0x4000_0000 | UInt64(i & 15) << 12) }
+                    // The values are summed and kept, so no load can be optimised away.
+                    var sum: UInt64 = 0
+                    for i in 0..<n { sum &+= try cpu.read(0x4000_0000 | UInt64(i & 15) << 12).value }
+                    keep(sum)
                 }
             }
         }
@@ -238,6 +241,9 @@ extension BenchRunner {
         }
     }
 }
+
+/// Makes a value observable, so the computation of it cannot be dropped.
+@inline(never) func keep(_ value: UInt64) { if value == 0x5EED_0F_0B5E55ED { print("") } }
 
 struct BenchError: Error, CustomStringConvertible { let description: String }
 

@@ -203,6 +203,25 @@ import GuestKernel
         #expect(try cpu.read(0x3010, cpl: 3).value == 0xabc)
     }
 
+    /// Accesses the fast path serves count as reads, writes and TLB hits like any other.
+    @Test func fastPathAccessesAreCounted() throws {
+        let (machine, kernel, space) = try guest(.long4)
+        let cpu = machine.vcpus[0]
+        let frame = try kernel.allocateFrame(zeroedBy: cpu)
+        var data = MappingAttributes(); data.accessed = true; data.dirty = true
+        try space.map(0x5000, to: frame, attributes: data, by: cpu)
+        _ = try cpu.loadCR3(space.root)
+        cpu.counters = VCPUCounters()
+        for i in 0..<10 { #expect(try cpu.read(0x5000 + UInt64(i) * 8).isOK) }
+        for i in 0..<5 { #expect(try cpu.write(0x5000 + UInt64(i) * 8, value: 1).isOK) }
+        let c = cpu.counters
+        #expect(c.reads == 10 && c.writes == 5)
+        #expect(c.tlbMisses == 1 && c.tlbHits == 14, "one miss fills the TLB and the fast cache: \(c)")
+        cpu.counters = VCPUCounters()
+        #expect(cpu.counters == VCPUCounters())
+        #expect(machine.counters.reads == 0)
+    }
+
     @Test func crossPageAccessesNeedBothPages() throws {
         let (machine, kernel, space) = try guest(.long4)
         let cpu = machine.vcpus[0]

@@ -111,7 +111,7 @@ extension ShadowVCPU {
     /// first time takes an EPT violation, which maps it.
     func translateMissTDP(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
         stats.tdpWalks &+= 1
-        vcpu.counters.walks &+= 1
+        vcpu.tally.walks &+= 1
         let (outcome, walk) = try guestWalk(va, kind, isUser: isUser)
         for level in 1...walk.levels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
         switch outcome {
@@ -130,7 +130,7 @@ extension ShadowVCPU {
             }
             return .ok(t.physicalAddress)
         case .pageFault(let code, _):
-            vcpu.counters.countPageFault(code)
+            vcpu.tally.countPageFault(code)
             vcpu.tlb.flushAddress(va, pcid: vcpu.currentPCID, includeGlobal: true)
             return .pageFault(code, at: va)
         case .generalProtection:

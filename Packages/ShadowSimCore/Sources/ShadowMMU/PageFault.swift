@@ -115,7 +115,7 @@ extension ShadowVCPU {
         if !pending.isEmpty || !root.isValid { try enterGuest() }
         for _ in 0..<8 {
             stats.shadowWalks &+= 1
-            vcpu.counters.walks &+= 1
+            vcpu.tally.walks &+= 1
             var present = false
             if let (spt, index, level) = shadowLeafSlot(for: va) {
                 let spte = spt[index]
@@ -141,7 +141,7 @@ extension ShadowVCPU {
             case .fixed, .spurious, .retry:
                 try enterGuest()
             case .inject(let fault):
-                if fault.outcome == .pageFault { vcpu.counters.countPageFault(fault.errorCode) }
+                if fault.outcome == .pageFault { vcpu.tally.countPageFault(fault.errorCode) }
                 try enterGuest()
                 return fault
             case .emulate(let gpa):
@@ -275,7 +275,7 @@ extension ShadowVCPU {
                                       controls: vcpu.controls,
                                       permissions: vcpu.permissionTable,
                                       root: root, store: &store)
-        vcpu.counters.adUpdates &+= UInt64(store.flagUpdates)
+        vcpu.tally.adUpdates &+= UInt64(store.flagUpdates)
         stats.guestWalkLevels &+= UInt64(store.walk.seen.count)
         if let bad = store.unbacked {
             throw .unbackedMemory(address: bad, capacity: vcpu.memory.capacity,

@@ -41,7 +41,7 @@ public final class BareMetal: VCPUBackend, Sendable {
     public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) {
         guard !noFlush else { return }
         vcpu.tlb.flushNonGlobal(pcid: vcpu.currentPCID)
-        vcpu.counters.tlbFlushPCID &+= 1
+        vcpu.tally.tlbFlushPCID &+= 1
     }
 
     /// Toggling PGE, clearing PCIDE or setting SMEP flushes everything (SMEP and PAE
@@ -51,7 +51,7 @@ public final class BareMetal: VCPUBackend, Sendable {
         if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && vcpu.cr4 & CR4.pcide == 0)
             || (changed & CR4.smep != 0 && vcpu.cr4 & CR4.smep != 0) {
             vcpu.tlb.flushAll()
-            vcpu.counters.tlbFlushAll &+= 1
+            vcpu.tally.tlbFlushAll &+= 1
         }
     }
 
@@ -69,13 +69,13 @@ public final class BareMetal: VCPUBackend, Sendable {
             vcpu.tlb.flushAddress(address, pcid: pcid, includeGlobal: false)
         case .singleContext:
             vcpu.tlb.flushNonGlobal(pcid: pcid)
-            vcpu.counters.tlbFlushPCID &+= 1
+            vcpu.tally.tlbFlushPCID &+= 1
         case .allContextsIncludingGlobals:
             vcpu.tlb.flushAll()
-            vcpu.counters.tlbFlushAll &+= 1
+            vcpu.tally.tlbFlushAll &+= 1
         case .allContexts:
             vcpu.tlb.flushAllNonGlobal()
-            vcpu.counters.tlbFlushPCID &+= 1
+            vcpu.tally.tlbFlushPCID &+= 1
         }
     }
 }

@@ -55,7 +55,24 @@ public final class VCPU {
     public let index: Int
     public let memory: GuestMemory
     public let tlb: TLB
-    public var counters = VCPUCounters()
+    /// This vCPU's counters, accesses the fast path served included.
+    public var counters: VCPUCounters {
+        get {
+            var c = tally
+            c.tlbHits &+= (tally.reads &+ tally.writes) &- slowReadsAndWrites
+            return c
+        }
+        set {
+            tally = newValue
+            slowReadsAndWrites = newValue.reads &+ newValue.writes
+        }
+    }
+    /// The counters as the paths bump them; `counters` adds the hits of the fast path,
+    /// which counts only the access itself (a second increment there, around the guest
+    /// memory load, costs more than the rest of the hit).
+    public var tally = VCPUCounters()
+    /// Reads and writes the fast path did not serve.
+    @usableFromInline var slowReadsAndWrites: UInt64 = 0
     /// What services TLB misses and the side effects of control instructions. Not
     /// retained (a retain/release pair per TLB miss otherwise): whoever installs a
     /// backend keeps it alive and puts `BareMetal.shared` back before it goes, as
@@ -124,38 +141,38 @@ public final class VCPU {
     // MARK: Memory accesses
 
     /// Reads `size` bytes (1, 2, 4 or 8) at `va` with the vCPU's CPL unless `cpl` is given.
-    @inlinable
+    @inlinable @inline(__always)
     public func read(_ va: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
-        counters.reads &+= 1
+        tally.reads &+= 1
         let isUser = (cpl ?? self.cpl) == 3
         let fast = tlb.fast
         if let slot = fast.find(va, size: size, allow: isUser ? FastTranslations.Allow.userRead : FastTranslations.Allow.supervisorRead) {
-            counters.tlbHits &+= 1
             let offset = Int(truncatingIfNeeded: va & 0xFFF)
             return .ok(fast.pages[slot] | UInt64(offset), value: GuestMemory.load(fast.frames[slot]!, offset: offset, size: size))
         }
+        slowReadsAndWrites &+= 1
         return try access(va, .read, size: size, isUser: isUser, value: 0)
     }
 
     /// Writes the low `size` bytes of `value` at `va`.
-    @inlinable
+    @inlinable @inline(__always)
     public func write(_ va: UInt64, value: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
-        counters.writes &+= 1
+        tally.writes &+= 1
         let isUser = (cpl ?? self.cpl) == 3
         let fast = tlb.fast
         if let slot = fast.find(va, size: size, allow: isUser ? FastTranslations.Allow.userWrite : FastTranslations.Allow.supervisorWrite) {
-            counters.tlbHits &+= 1
             let offset = Int(truncatingIfNeeded: va & 0xFFF)
             GuestMemory.store(fast.frames[slot]!, offset: offset, value, size: size)
             return .ok(fast.pages[slot] | UInt64(offset))
         }
+        slowReadsAndWrites &+= 1
         return try access(va, .write, size: size, isUser: isUser, value: value)
     }
 
     /// Fetches an instruction byte at `va`.
     @inlinable
     public func fetch(_ va: UInt64, cpl: Int? = nil) throws(MachineError) -> AccessResult {
-        counters.fetches &+= 1
+        tally.fetches &+= 1
         let isUser = (cpl ?? self.cpl) == 3
         return try access(va, .fetch, size: 1, isUser: isUser, value: 0)
     }
@@ -170,7 +187,7 @@ public final class VCPU {
         var first = AccessResult.ok(0)
         while left > 0 {
             try checkLinear(address, size: 1)
-            counters.writes &+= 1
+            tally.writes &+= 1
             let t = try translate(address, .write, isUser: isUser)
             guard t.isOK else { return t }
             let n = min(left, Int(4096 - (address & 0xFFF)))
@@ -311,7 +328,7 @@ public final class VCPU {
     @inlinable
     func translate(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
         guard PageWalker.isCanonical(va, mode: mode) else {
-            counters.gp &+= 1
+            tally.gp &+= 1
             return .generalProtection
         }
         let data = tlb.lookup(va, pcid: pcid)
@@ -319,32 +336,32 @@ public final class VCPU {
             // A hit; a write through a clean entry walks again so the walk can set D.
             let rights = PageRights(rawValue: UInt8(truncatingIfNeeded: data & 7))
             if permissions.permits(kind, isUser: isUser, rights: rights) {
-                counters.tlbHits &+= 1
+                tally.tlbHits &+= 1
                 let mask = TLB.offsetMask(of: data)
                 return .ok((data & ~mask) | (va & mask))
             }
             tlb.flushAddress(va, pcid: pcid, includeGlobal: true)
             if backend.handlesProtectionFaults {
-                counters.tlbMisses &+= 1
+                tally.tlbMisses &+= 1
                 return try backend.translateMiss(self, va, kind, isUser: isUser)
             }
-            counters.tlbHits &+= 1
-            counters.pfProtection &+= 1
+            tally.tlbHits &+= 1
+            tally.pfProtection &+= 1
             let code = PageFaultCode.accessBits(kind: kind, isUser: isUser, controls: controls) | PageFaultCode.present
             return .pageFault(code, at: va)
         }
-        counters.tlbMisses &+= 1
+        tally.tlbMisses &+= 1
         return try backend.translateMiss(self, va, kind, isUser: isUser)
     }
 
     /// The processor's own page walk of the guest tables, filling the TLB on success
     /// (what a TLB miss does on bare metal).
     public func walkGuestTablesAndFill(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
-        counters.walks &+= 1
+        tally.walks &+= 1
         var store = GuestPagingStore(memory: memory, entrySize: mode.entrySize)
         let outcome = PageWalker.walk(va, kind: kind, context: AccessContext(cpl: isUser ? 3 : 0, rflagsAC: rflagsAC),
                                       controls: controls, permissions: permissions, root: root, store: &store)
-        counters.adUpdates &+= UInt64(store.flagUpdates)
+        tally.adUpdates &+= UInt64(store.flagUpdates)
         if let bad = store.unbackedAddress {
             throw .unbackedMemory(address: bad, capacity: memory.capacity,
                                   what: "paging-structure entry read while translating \(hex(va))")
@@ -354,11 +371,11 @@ public final class VCPU {
             tlb.insert(va, translation: t, pcid: pcid, global: t.isGlobal && cr4 & CR4.pge != 0)
             return .ok(t.physicalAddress)
         case .pageFault(let code, _):
-            counters.countPageFault(code)
+            tally.countPageFault(code)
             tlb.flushAddress(va, pcid: pcid, includeGlobal: true)
             return .pageFault(code, at: va)
         case .generalProtection:
-            counters.gp &+= 1
+            tally.gp &+= 1
             return .generalProtection
         }
     }
@@ -368,13 +385,13 @@ public final class VCPU {
     /// MOV to CR3 (#GP above CPL 0). With CR4.PCIDE = 1, bit 63 set means "do not flush the new PCID".
     /// PAE paging loads the PDPTE registers here; a PDPTE with reserved bits is #GP.
     public func loadCR3(_ source: UInt64) throws(MachineError) -> AccessResult {
-        guard cpl == 0 else { counters.gp &+= 1; return .generalProtection }
+        guard cpl == 0 else { tally.gp &+= 1; return .generalProtection }
         let pcide = cr4 & CR4.pcide != 0
         let noFlush = pcide && source & CR3Bits.noFlush != 0
         let value = pcide ? source & ~CR3Bits.noFlush : source
         if mode.isLongMode {
             // Bits 63:MAXPHYADDR are reserved.
-            guard value & PTE.bits(63, controls.maxPhysAddr) == 0 else { counters.gp &+= 1; return .generalProtection }
+            guard value & PTE.bits(63, controls.maxPhysAddr) == 0 else { tally.gp &+= 1; return .generalProtection }
         } else if value > 0xFFFF_FFFF {
             throw .invalidArgument("CR3 value \(hex(value)) does not fit the 32 bits of \(mode) paging")
         }
@@ -382,13 +399,13 @@ public final class VCPU {
         let previousPCID = pcid
         let previousPDPTEs = pdptes
         if mode == .pae {
-            guard let loaded = try loadPDPTEs(cr3: value) else { counters.gp &+= 1; return .generalProtection }
+            guard let loaded = try loadPDPTEs(cr3: value) else { tally.gp &+= 1; return .generalProtection }
             pdptes = loaded
         }
         cr3 = value
         recomputeControls()
-        counters.cr3Loads &+= 1
-        if noFlush { counters.cr3NoFlush &+= 1 }
+        tally.cr3Loads &+= 1
+        if noFlush { tally.cr3NoFlush &+= 1 }
         try backend.cr3Loaded(self, previous: previous, pdptesChanged: previousPDPTEs != pdptes, noFlush: noFlush)
         try observer?.didControl(self, .cr3Load(previousCR3: previous, previousPCID: previousPCID, noFlush: noFlush))
         return .ok(0)
@@ -409,15 +426,15 @@ public final class VCPU {
     /// and setting PCIDE outside IA-32e mode or with CR3[11:0] ≠ 0. PAE paging reloads
     /// the PDPTEs when PGE, PSE or SMEP change.
     public func writeCR4(_ value: UInt64) throws(MachineError) -> AccessResult {
-        guard cpl == 0 else { counters.gp &+= 1; return .generalProtection }
+        guard cpl == 0 else { tally.gp &+= 1; return .generalProtection }
         let changed = value ^ cr4
-        guard value & ~CR4.defined == 0 else { counters.gp &+= 1; return .generalProtection }
+        guard value & ~CR4.defined == 0 else { tally.gp &+= 1; return .generalProtection }
         if changed & (CR4.pae | CR4.la57) != 0 {
-            if mode.isLongMode { counters.gp &+= 1; return .generalProtection }
+            if mode.isLongMode { tally.gp &+= 1; return .generalProtection }
             throw .unsupported("changing CR4.PAE switches the paging mode, which a running vCPU cannot do here")
         }
         if changed & CR4.pcide != 0 && value & CR4.pcide != 0 {
-            guard mode.isLongMode, cr3 & CR3Bits.pcidMask == 0 else { counters.gp &+= 1; return .generalProtection }
+            guard mode.isLongMode, cr3 & CR3Bits.pcidMask == 0 else { tally.gp &+= 1; return .generalProtection }
         }
         let previous = cr4
         let previousPDPTEs = pdptes
@@ -427,7 +444,7 @@ public final class VCPU {
             guard let loaded = try loadPDPTEs(cr3: cr3) else {
                 cr4 = previous
                 recomputeControls()
-                counters.gp &+= 1
+                tally.gp &+= 1
                 return .generalProtection
             }
             pdptes = loaded
@@ -440,7 +457,7 @@ public final class VCPU {
 
     /// MOV to CR0. Only WP may change on a running vCPU; PG and PE are fixed.
     public func writeCR0(_ value: UInt64) throws(MachineError) -> AccessResult {
-        guard cpl == 0, value >> 32 == 0 else { counters.gp &+= 1; return .generalProtection }
+        guard cpl == 0, value >> 32 == 0 else { tally.gp &+= 1; return .generalProtection }
         if (value ^ cr0) & (CR0.pg | CR0.pe) != 0 {
             throw .unsupported("changing CR0.PG or CR0.PE switches the paging mode, which a running vCPU cannot do here")
         }
@@ -454,7 +471,7 @@ public final class VCPU {
 
     /// WRMSR to IA32_EFER. Only NXE (and bits with no paging effect) may change.
     public func writeEFER(_ value: UInt64) throws(MachineError) -> AccessResult {
-        guard cpl == 0, value & ~EFER.defined == 0 else { counters.gp &+= 1; return .generalProtection }
+        guard cpl == 0, value & ~EFER.defined == 0 else { tally.gp &+= 1; return .generalProtection }
         if (value ^ efer) & (EFER.lme | EFER.lma) != 0 {
             throw .unsupported("changing EFER.LME switches the paging mode, which a running vCPU cannot do here")
         }
@@ -484,8 +501,8 @@ public final class VCPU {
         if !mode.isLongMode && va > 0xFFFF_FFFF {
             throw .invalidArgument("linear address \(hex(va)) does not fit the 32 bits of \(mode) paging")
         }
-        guard cpl == 0 else { counters.gp &+= 1; return .generalProtection }
-        counters.invlpg &+= 1
+        guard cpl == 0 else { tally.gp &+= 1; return .generalProtection }
+        tally.invlpg &+= 1
         guard PageWalker.isCanonical(va, mode: mode) else { return .ok(0) }
         try backend.invlpg(self, va)
         try observer?.didControl(self, .invlpg(va))
@@ -495,20 +512,20 @@ public final class VCPU {
     /// INVPCID (executed at CPL 0): #GP for a bad type, a PCID above 4095, a non-canonical
     /// address (type 0), or a non-zero PCID while CR4.PCIDE = 0 (types 0 and 1).
     public func invpcid(type rawType: Int, pcid target: UInt64, address va: UInt64) throws(MachineError) -> AccessResult {
-        counters.invpcid &+= 1
+        tally.invpcid &+= 1
         guard cpl == 0, let type = InvpcidType(rawValue: rawType), target <= 0xFFF else {
-            counters.gp &+= 1
+            tally.gp &+= 1
             return .generalProtection
         }
         let pcideOn = cr4 & CR4.pcide != 0
         switch type {
         case .individualAddress:
             guard PageWalker.isCanonical(va, mode: mode), pcideOn || target == 0 else {
-                counters.gp &+= 1
+                tally.gp &+= 1
                 return .generalProtection
             }
         case .singleContext:
-            guard pcideOn || target == 0 else { counters.gp &+= 1; return .generalProtection }
+            guard pcideOn || target == 0 else { tally.gp &+= 1; return .generalProtection }
         case .allContextsIncludingGlobals, .allContexts:
             break
         }
