@@ -91,12 +91,17 @@ extension BenchRunner {
     public func scenarios(operations: Int? = nil, flatness: Bool = true) throws {
         let operations = operations ?? ProcessEnvironment.scenarioOperations
         for policy in [PolicyCatalog.bareMetalName] + PolicyCatalog.builtins.map(\.name) {
+            var perOp: [Bool: Double] = [:]
             for checked in [false, true] {
-                try measureSelfTimed("fork/exec + switch, \(operations / 1000)k ops, \(policy), checker \(checked ? "on" : "off")",
-                                     operations: operations, repetitions: 1, setup: { ForkExecScenario() }) { s in
+                let name = "fork/exec + switch, \(operations / 1000)k ops, \(policy), checker \(checked ? "on" : "off")"
+                try measureSelfTimed(name, operations: operations, repetitions: 1, setup: { ForkExecScenario() }) { s in
                     var s = s
                     return try s.run(policy: policy, checked: checked, operations: operations)
                 }
+                perOp[checked] = results.last(where: { $0.name == name })?.medianNanoseconds
+            }
+            if let off = perOp[false], let on = perOp[true], off > 0 {
+                record(value: "ratio checker on / off, fork/exec + switch (\(policy))", on / off, target: 3)
             }
         }
         guard flatness else { return }

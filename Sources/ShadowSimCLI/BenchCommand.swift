@@ -62,16 +62,17 @@ struct Bench: ParsableCommand {
             let tenths = Int((x * 10).rounded())
             return "\(tenths / 10).\(tenths % 10)"
         }
-        func figure(_ ns: Double, bytes: Bool) -> String {
+        func figure(_ ns: Double, bytes: Bool, ratio: Bool = false) -> String {
             if bytes { return "\(Int(ns.rounded())) B" }
+            if ratio { return oneDecimal(ns) + " ×" }
             return ns >= 10_000 ? oneDecimal(ns / 1000) + " µs" : oneDecimal(ns) + " ns"
         }
         var rows = [["benchmark", "median", "min … max", "target", ""]]
         for r in results {
-            let bytes = r.name.hasPrefix("bytes")
-            rows.append([r.name, figure(r.medianNanoseconds, bytes: bytes),
+            let bytes = r.name.hasPrefix("bytes"), ratio = r.name.hasPrefix("ratio")
+            rows.append([r.name, figure(r.medianNanoseconds, bytes: bytes, ratio: ratio),
                          r.repetitions > 1 ? figure(r.minNanoseconds, bytes: bytes) + " … " + figure(r.maxNanoseconds, bytes: bytes) : "",
-                         r.targetNanoseconds.map { "≤ " + figure($0, bytes: bytes) } ?? "",
+                         r.targetNanoseconds.map { "≤ " + figure($0, bytes: bytes, ratio: ratio) } ?? "",
                          r.meetsTarget.map { $0 ? "met" : "MISSED" } ?? ""])
         }
         let widths = (0..<5).map { c in rows.map { $0[c].count }.max() ?? 0 }
