@@ -11,7 +11,7 @@ enum CLIProcess {
         p.currentDirectoryURL = URL(fileURLWithPath: directory)
         // stderr goes to a file, so neither stream can fill up while the other is read.
         let errPath = NSTemporaryDirectory() + "shadowsim-cli-err-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errPath) }
         let out = Pipe()
         p.standardOutput = out

@@ -44,7 +44,8 @@ import Glibc
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
         guard fgets(&line, 256, f) != nil else { return false }
-        return String(cString: line).hasPrefix("-- runs under: every policy")
+        let bytes = line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(decoding: bytes, as: UTF8.self).hasPrefix("-- runs under: every policy")
     }
 
     @Test func suiteIsNotEmpty() {
