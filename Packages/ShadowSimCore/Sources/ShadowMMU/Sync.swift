@@ -25,11 +25,11 @@ extension ShadowMMU {
     /// What syncing the entries of one page needs, worked out once per page: where its
     /// guest table is (read straight from the frame), and the checks' constants.
     struct SyncContext {
-        /// The guest table's frame and the byte offset of entry 0 in it; nil frame: the
-        /// table was never written (it reads as zeros).
-        var frame: GuestMemory.Frame?
-        var firstOffset: Int
-        var entrySize: Int
+        /// The guest's entries as 8- or 4-byte words (entry 0 first; a 32-bit table's
+        /// quadrant already applied). Both nil: the table was never written (it reads as
+        /// zeros) or lies beyond guest memory.
+        var entries64: UnsafePointer<UInt64>?
+        var entries32: UnsafePointer<UInt32>?
         /// The table lies beyond guest memory: every entry is unreadable.
         var unbacked: Bool
         var reserved: UInt64
@@ -39,18 +39,21 @@ extension ShadowMMU {
         var roleAccess: UInt8
 
         @inline(__always) func gpte(_ index: Int) -> UInt64? {
-            if unbacked { return nil }
-            guard let frame else { return 0 }
-            return GuestMemory.load(frame, offset: firstOffset + index * entrySize, size: entrySize)
+            if let entries64 { return UInt64(littleEndian: entries64[index]) }
+            if let entries32 { return UInt64(UInt32(littleEndian: entries32[index])) }
+            return unbacked ? nil : 0
         }
     }
 
     func syncContext(_ sp: ShadowPage, vcpu: ShadowVCPU) -> SyncContext {
         let first = gpteAddress(sp, 0)
         let size = sp.role.has4ByteGPTE ? 4 : 8
-        let unbacked = !machine.memory.contains(first, size: 512 * size > 4096 ? 4096 : 512 * size)
-        return SyncContext(frame: unbacked ? nil : machine.memory.frame(first >> 12), firstOffset: Int(first & 0xFFF),
-                           entrySize: size, unbacked: unbacked,
+        let unbacked = !machine.memory.contains(first, size: 512 * size)
+        // Entries are naturally aligned in their frame: 512 of them never cross it.
+        let base = unbacked ? nil : machine.memory.frame(first >> 12).map { UnsafeRawPointer($0 + Int(first & 0xFFF)) }
+        return SyncContext(entries64: size == 8 ? base?.assumingMemoryBound(to: UInt64.self) : nil,
+                           entries32: size == 4 ? base?.assumingMemoryBound(to: UInt32.self) : nil,
+                           unbacked: unbacked,
                            reserved: vcpu.vcpu.controls.reservedBits(level: 1, isLeaf: true),
                            executeDisable: vcpu.vcpu.controls.executeDisableEnabled,
                            cleanLeafWritable: has(.dirtyCleanLeafWritable), has4ByteGPTE: sp.role.has4ByteGPTE,
