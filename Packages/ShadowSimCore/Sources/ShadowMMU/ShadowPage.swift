@@ -168,19 +168,8 @@ public final class ShadowPage {
         unsyncChildBitmap?[index >> 6] &= ~(UInt64(1) << UInt64(index & 63))
     }
 
-    /// The indices whose unsync bit is set now, in order (walking set bits, not 512).
-    var unsyncIndices: [Int] {
-        var out: [Int] = []
-        guard let bitmap = unsyncChildBitmap else { return out }
-        for w in 0..<8 where bitmap[w] != 0 {
-            var bits = bitmap[w]
-            while bits != 0 {
-                out.append(w << 6 | bits.trailingZeroBitCount)
-                bits &= bits - 1
-            }
-        }
-        return out
-    }
+    /// Word `w` (0..<8) of the unsync-child bitmap: bits for entries `64 * w ..< 64 * w + 64`.
+    func unsyncWord(_ w: Int) -> UInt64 { unsyncChildBitmap?[w] ?? 0 }
 
     func unsyncBit(_ index: Int) -> Bool {
         guard let bitmap = unsyncChildBitmap else { return false }

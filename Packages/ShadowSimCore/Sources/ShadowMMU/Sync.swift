@@ -211,29 +211,44 @@ extension ShadowMMU {
     /// KVM's `__mmu_unsync_walk`: unsync leaves found (or -1 when the batch filled).
     private func walkUnsync(_ sp: ShadowPage, _ batch: inout UnsyncBatch) -> Int {
         var leaves = 0
-        for index in sp.unsyncIndices where sp.unsyncBit(index) {
-            guard let c = child(of: sp.spt[index], level: sp.level) else {
-                clearUnsyncBit(sp, index)
-                continue
-            }
-            if c.unsyncChildren > 0 {
-                if batch.add(c, index) { return -1 }
-                let r = walkUnsync(c, &batch)
-                if r == 0 {
-                    clearUnsyncBit(sp, index)
-                } else if r > 0 {
-                    leaves += r
-                } else {
-                    return r
-                }
-            } else if c.unsync {
-                leaves += 1
-                if batch.add(c, index) { return -1 }
-            } else {
-                clearUnsyncBit(sp, index)
+        // Set bits word by word (the walk only clears bits, so a bit is re-tested just
+        // before use, and nothing is allocated per level).
+        for w in 0..<8 {
+            var bits = sp.unsyncWord(w)
+            while bits != 0 {
+                let index = w << 6 | bits.trailingZeroBitCount
+                bits &= bits - 1
+                guard sp.unsyncBit(index) else { continue }
+                let r = walkUnsyncEntry(sp, index, &batch, leaves: &leaves)
+                if r < 0 { return r }
             }
         }
         return leaves
+    }
+
+    /// One set bit of `walkUnsync`: -1 when the batch filled, else 0.
+    private func walkUnsyncEntry(_ sp: ShadowPage, _ index: Int, _ batch: inout UnsyncBatch, leaves: inout Int) -> Int {
+        guard let c = child(of: sp.spt[index], level: sp.level) else {
+            clearUnsyncBit(sp, index)
+            return 0
+        }
+        if c.unsyncChildren > 0 {
+            if batch.add(c, index) { return -1 }
+            let r = walkUnsync(c, &batch)
+            if r == 0 {
+                clearUnsyncBit(sp, index)
+            } else if r > 0 {
+                leaves += r
+            } else {
+                return r
+            }
+        } else if c.unsync {
+            leaves += 1
+            if batch.add(c, index) { return -1 }
+        } else {
+            clearUnsyncBit(sp, index)
+        }
+        return 0
     }
 
     /// Clears one stale bit (KVM's `clear_unsync_child_bit`).
