@@ -17,7 +17,7 @@ public final class WPEmulate: SyncPolicy {
 
     /// A frame with shadow pages is never mapped writable.
     public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
-        !mmu.isWriteTracked(gfn) && mmu.shadowPages(of: gfn).isEmpty
+        !mmu.isWriteTracked(gfn) && !mmu.isShadowed(gfn)
     }
 
     /// Root switching as KVM does it; the flush has nothing to sync.

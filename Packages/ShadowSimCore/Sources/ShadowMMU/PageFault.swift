@@ -491,13 +491,13 @@ extension ShadowMMU {
         }
         stats.mmuPTEWrite &+= 1
         var flush = false
-        for sp in shadowPages(of: gpa >> 12) {
+        forEachShadowPage(of: gpa >> 12) { sp in
             if isMisaligned(sp, gpa: gpa, bytes: bytes) || isFlooded(sp) {
                 prepareZap(sp)
                 stats.mmuFlooded &+= 1
-                continue
+                return
             }
-            guard let (first, count) = writtenSPTEs(sp, gpa: gpa) else { continue }
+            guard let (first, count) = writtenSPTEs(sp, gpa: gpa) else { return }
             for i in first..<(first + count) where !has(.emulatedWriteKeepsSPTE) {
                 let spte = sp.spt[i]
                 zapSPTE(sp, i)

@@ -165,7 +165,26 @@ public final class ShadowMMU {
 
     /// Valid pages that shadow guest table `gfn` (KVM's for_each_gfn_valid_sp_with_gptes).
     public func shadowPages(of gfn: UInt64) -> [ShadowPage] {
-        hashChain(gfn).compactMap { page($0) }.filter { !$0.role.invalid && $0.hasGPTEs }
+        var pages: [ShadowPage] = []
+        forEachShadowPage(of: gfn) { pages.append($0) }
+        return pages
+    }
+
+    /// Whether some valid page shadows guest table `gfn` (`shadowPages(of:)` is not
+    /// empty), without building the list.
+    public func isShadowed(_ gfn: UInt64) -> Bool {
+        guard let newest = hash[GFNKey(gfn)] else { return false }
+        return HashChain(id: newest, links: hashNext).contains { page($0).map { !$0.role.invalid && $0.hasGPTEs } ?? false }
+    }
+
+    /// Calls `body` with each page of `shadowPages(of:)`, allocating nothing. `body` may
+    /// zap pages (they stay hashed until `commitZaps`).
+    @inline(__always) func forEachShadowPage(of gfn: UInt64, _ body: (ShadowPage) -> Void) {
+        guard let newest = hash[GFNKey(gfn)] else { return }
+        for id in HashChain(id: newest, links: hashNext) {
+            guard let sp = page(id), !sp.role.invalid, sp.hasGPTEs else { continue }
+            body(sp)
+        }
     }
 
     /// Host bytes the reverse map holds (8 per mapped frame's head, in 4 KiB chunks, plus

@@ -82,7 +82,7 @@ extension ShadowMMU {
                 if !rmap.contains(ref, of: gfn) {
                     problems.append("rmap of gfn \(hex(gfn)) does not list spte \(i) of page \(sp.id), which maps it")
                 }
-                if spte & SPTE.writable != 0, let table = shadowPages(of: gfn).first(where: isSyncedGuestTable) {
+                if spte & SPTE.writable != 0, isShadowed(gfn), let table = shadowPages(of: gfn).first(where: isSyncedGuestTable) {
                     problems.append("guest table gfn \(hex(gfn)) is shadowed and synced (page \(table.id)) but spte \(i) of page \(sp.id) maps it writable")
                 }
             } else if let child = page(Int32(SPTE.target(spte))) {
