@@ -21,31 +21,14 @@ extension ShadowMMU {
                 if !seenKeys.insert(key).inserted { problems.append("\(name): another valid page has the same gfn and role") }
                 if !hashChain(sp.gfn).contains(sp.id) { problems.append("\(name): not in the hash under its gfn") }
             }
-            // 2. Only indirect leaves go unsync.
-            if sp.unsync {
-                unsyncCount += 1
-                if sp.level != 1 || sp.role.direct { problems.append("\(name): unsync but not an indirect leaf") }
-            }
-            if sp.unsyncChildren != sp.unsyncBitCount {
-                problems.append("\(name): unsyncChildren \(sp.unsyncChildren) but \(sp.unsyncBitCount) bits set")
-            }
-            for i in 0..<512 {
-                let spte = sp.spt[i]
-                guard SPTE.isPresent(spte) else { continue }
-                let ref = SPTERef(page: sp.id, index: i)
-                if sp.level == 1 || spte & SPTE.large != 0 {
-                    expectedRmap[SPTE.target(spte), default: []].append(ref)
-                    leafCounts[sp.level, default: 0] += 1
-                } else if let c = page(Int32(SPTE.target(spte))) {
-                    expectedParents[c.id, default: []].append(ref)
-                    // 3. No hidden unsync page: a parent of an unsync page has its bit.
-                    if (c.unsync || c.unsyncChildren > 0) && !sp.unsyncBit(i) {
-                        problems.append("\(name): entry \(i) leads to unsync page \(c.id) but its unsync bit is clear")
-                    }
-                } else {
-                    problems.append("\(name): entry \(i) points to a freed shadow page")
-                }
-            }
+            if sp.unsync { unsyncCount += 1 }
+            checkUnsyncState(sp, name: name, into: &problems)
+            problems += checkSPTEs(sp, name: name, leaf: { _, spte, ref in
+                expectedRmap[SPTE.target(spte), default: []].append(ref)
+                leafCounts[sp.level, default: 0] += 1
+            }, link: { ref, child in
+                expectedParents[child.id, default: []].append(ref)
+            })
         }
         // 4. Gauges.
         if unsyncCount != stats.mmuUnsync { problems.append("mmu_unsync is \(stats.mmuUnsync) but \(unsyncCount) pages are unsync") }
@@ -107,5 +90,38 @@ extension ShadowMMU {
             problems.append("shadow page \(sp.id): root count \(sp.rootCount) but \(rootRefs[sp.id] ?? 0) root slots use it")
         }
         return problems
+    }
+
+    /// Calls `leaf` or `link` for each present spte of `sp`, and returns what is wrong
+    /// with its links: one to a freed page, or (3. no hidden unsync page) one to an
+    /// unsync page whose bit is clear.
+    func checkSPTEs(_ sp: ShadowPage, name: @autoclosure () -> String,
+                    leaf: (_ index: Int, _ spte: UInt64, _ ref: SPTERef) -> Void,
+                    link: (_ ref: SPTERef, _ child: ShadowPage) -> Void) -> [String] {
+        var problems: [String] = []
+        for i in 0..<512 {
+            let spte = sp.spt[i]
+            guard SPTE.isPresent(spte) else { continue }
+            let ref = SPTERef(page: sp.id, index: i)
+            if sp.level == 1 || spte & SPTE.large != 0 {
+                leaf(i, spte, ref)
+            } else if let child = page(Int32(SPTE.target(spte))) {
+                link(ref, child)
+                if (child.unsync || child.unsyncChildren > 0) && !sp.unsyncBit(i) {
+                    problems.append("\(name()): entry \(i) leads to unsync page \(child.id) but its unsync bit is clear")
+                }
+            } else {
+                problems.append("\(name()): entry \(i) points to a freed shadow page")
+            }
+        }
+        return problems
+    }
+
+    /// 2. Only indirect leaves go unsync; `unsyncChildren` counts the bitmap's bits.
+    func checkUnsyncState(_ sp: ShadowPage, name: @autoclosure () -> String, into problems: inout [String]) {
+        if sp.unsync && (sp.level != 1 || sp.role.direct) { problems.append("\(name()): unsync but not an indirect leaf") }
+        if sp.unsyncChildren != sp.unsyncBitCount {
+            problems.append("\(name()): unsyncChildren \(sp.unsyncChildren) but \(sp.unsyncBitCount) bits set")
+        }
     }
 }

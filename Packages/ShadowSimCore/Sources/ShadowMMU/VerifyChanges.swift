@@ -61,42 +61,29 @@ extension ShadowMMU {
                 }
             }
         }
-        if sp.unsync {
-            c.unsync = 1
-            if sp.level != 1 || sp.role.direct { problems.append("\(name): unsync but not an indirect leaf") }
-        }
-        if sp.unsyncChildren != sp.unsyncBitCount {
-            problems.append("\(name): unsyncChildren \(sp.unsyncChildren) but \(sp.unsyncBitCount) bits set")
-        }
-        for i in 0..<512 {
-            let spte = sp.spt[i]
-            guard SPTE.isPresent(spte) else { continue }
-            let ref = SPTERef(page: sp.id, index: i)
-            if sp.level == 1 || spte & SPTE.large != 0 {
-                switch sp.level {
-                case 1: c.leaves4K += 1
-                case 2: c.leaves2M += 1
-                default: c.leaves1G += 1
-                }
-                let gfn = SPTE.target(spte)
-                if !rmap.contains(ref, of: gfn) {
-                    problems.append("rmap of gfn \(hex(gfn)) does not list spte \(i) of page \(sp.id), which maps it")
-                }
-                if spte & SPTE.writable != 0, isShadowed(gfn), let table = shadowPages(of: gfn).first(where: isSyncedGuestTable) {
-                    problems.append("guest table gfn \(hex(gfn)) is shadowed and synced (page \(table.id)) but spte \(i) of page \(sp.id) maps it writable")
-                }
-            } else if let child = page(Int32(SPTE.target(spte))) {
-                c.links += 1
-                if !child.parents.contains(ref) {
-                    problems.append("shadow page \(child.id): parent list lacks spte \(i) of page \(sp.id), which points to it")
-                }
-                if (child.unsync || child.unsyncChildren > 0) && !sp.unsyncBit(i) {
-                    problems.append("\(name): entry \(i) leads to unsync page \(child.id) but its unsync bit is clear")
-                }
-            } else {
-                problems.append("\(name): entry \(i) points to a freed shadow page")
+        if sp.unsync { c.unsync = 1 }
+        checkUnsyncState(sp, name: name, into: &problems)
+        var mapping: [String] = []
+        problems += checkSPTEs(sp, name: name, leaf: { i, spte, ref in
+            switch sp.level {
+            case 1: c.leaves4K += 1
+            case 2: c.leaves2M += 1
+            default: c.leaves1G += 1
             }
-        }
+            let gfn = SPTE.target(spte)
+            if !rmap.contains(ref, of: gfn) {
+                mapping.append("rmap of gfn \(hex(gfn)) does not list spte \(i) of page \(sp.id), which maps it")
+            }
+            if spte & SPTE.writable != 0, isShadowed(gfn), let table = shadowPages(of: gfn).first(where: isSyncedGuestTable) {
+                mapping.append("guest table gfn \(hex(gfn)) is shadowed and synced (page \(table.id)) but spte \(i) of page \(sp.id) maps it writable")
+            }
+        }, link: { ref, child in
+            c.links += 1
+            if !child.parents.contains(ref) {
+                mapping.append("shadow page \(child.id): parent list lacks spte \(ref.index) of page \(sp.id), which points to it")
+            }
+        })
+        problems += mapping
         c.parentEntries = sp.parents.count
         for ref in sp.parents {
             guard let holder = page(ref.page) else {
