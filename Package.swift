@@ -43,8 +43,10 @@ let package = Package(
         // Command-line front end (a library so tests can drive it in-process).
         // The benchmark suite behind `shadowsim bench`.
         .target(name: "ShadowSimBench", dependencies: ["ShadowSimLua", "ShadowSimPolicies", core]),
+        // Listing and reading the files a tool is given.
+        .target(name: "ShadowSimFiles"),
         .target(name: "ShadowSimCLI", dependencies: [
-            "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", "ShadowSimBench", core,
+            "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", "ShadowSimBench", "ShadowSimFiles", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -52,11 +54,11 @@ let package = Package(
         // Bytes to multi-VM operation sequences run under every policy with the checker
         // on; `shadowsim-fuzz` is its libFuzzer target (tools/fuzz.sh) or a replay tool.
         .target(name: "ShadowSimFuzzKit", dependencies: ["ShadowSimPolicies", core]),
-        .executableTarget(name: "shadowsim-fuzz", dependencies: ["ShadowSimFuzzKit"]),
+        .executableTarget(name: "shadowsim-fuzz", dependencies: ["ShadowSimFuzzKit", "ShadowSimFiles"]),
         .testTarget(name: "X86Tests", dependencies: [core]),
         .testTarget(name: "ShadowMMUTests", dependencies: [core, "ShadowSimPolicies"] + policies.map { .target(name: $0) }),
         .testTarget(name: "ScenarioTests", dependencies: [
-            "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies", "ShadowSimFuzzKit", core,
+            "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies", "ShadowSimFuzzKit", "ShadowSimFiles", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
     ] + policies.flatMap { name -> [Target] in [

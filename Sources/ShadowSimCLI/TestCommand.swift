@@ -1,4 +1,5 @@
 import ArgumentParser
+import ShadowSimFiles
 import Logging
 import CLuaShim
 import ShadowSimLua
@@ -141,18 +142,7 @@ struct Test: ParsableCommand {
 
 /// The file itself, or the .lua files directly in a directory, in name order.
 func scenarioFiles(_ path: String) -> [String]? {
-    var st = stat()
-    guard stat(path, &st) == 0 else { return nil }
-    guard st.st_mode & S_IFMT == S_IFDIR else { return [path] }
-    guard let dir = opendir(path) else { return nil }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name.hasSuffix(".lua") && !name.hasPrefix(".") { names.append(name) }
-    }
-    let base = path.hasSuffix("/") ? path : path + "/"
-    return names.sorted().map { base + $0 }
+    Files.list(path) { $0.hasSuffix(".lua") }
 }
 
 func firstLine(_ path: String) -> String {

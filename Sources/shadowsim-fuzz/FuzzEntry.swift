@@ -1,5 +1,6 @@
 import ShadowSimFuzzKit
 import ShadowMMU
+import ShadowSimFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -112,14 +113,14 @@ enum Replay {
         }
         var files: [String] = []
         for path in paths {
-            guard let listed = list(path) else {
+            guard let listed = Files.list(path) else {
                 printError("shadowsim-fuzz: \(path): no such file or directory")
                 exit(2)
             }
             files += listed
         }
         for file in files {
-            guard let bytes = read(file) else {
+            guard let bytes = Files.read(file) else {
                 printError("shadowsim-fuzz: \(file): cannot read it")
                 exit(2)
             }
@@ -128,34 +129,6 @@ enum Replay {
             print("\(file): \(o.operations) operations, \(o.skipped) refused, \(o.checkedAccesses) accesses checked")
         }
         printTotals()
-    }
-
-    /// The file itself, or the regular files of a directory in name order.
-    static func list(_ path: String) -> [String]? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        guard st.st_mode & S_IFMT == S_IFDIR else { return [path] }
-        guard let dir = opendir(path) else { return nil }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if !name.hasPrefix(".") { names.append(path + "/" + name) }
-        }
-        return names.sorted()
-    }
-
-    static func read(_ path: String) -> [UInt8]? {
-        guard let f = fopen(path, "rb") else { return nil }
-        defer { fclose(f) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buffer, 1, buffer.count, f)
-            if n > 0 { bytes += buffer[0..<n] }
-            if n < buffer.count { break }
-        }
-        return bytes
     }
 }
 #endif

@@ -1,17 +1,14 @@
 import Testing
-import Foundation
 import ShadowMMU
 import ShadowSimFuzzKit
+import ShadowSimFiles
 
 /// The fuzz corpus (Tests/FuzzCorpus: seeds and every input that once found a bug) runs
 /// clean under every policy; with a bug planted, the same inputs find it.
 @Suite struct FuzzCorpusTests {
     static let corpus: [(name: String, bytes: [UInt8])] = {
         let dir = ScenarioSuiteTests.repositoryRoot + "/Tests/FuzzCorpus"
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.filter { !$0.hasPrefix(".") }.sorted() ?? []
-        return names.compactMap { name in
-            FileManager.default.contents(atPath: dir + "/" + name).map { (name, [UInt8]($0)) }
-        }
+        return (Files.names(in: dir) ?? []).compactMap { name in Files.read(dir + "/" + name).map { (name, $0) } }
     }()
 
     @Test func corpusIsThere() {

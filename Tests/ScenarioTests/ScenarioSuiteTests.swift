@@ -1,5 +1,6 @@
 import Testing
 import ShadowSimLua
+import ShadowSimFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,16 +16,7 @@ import Glibc
     }()
 
     static func luaFiles(in folder: String) -> [String] {
-        guard let dir = opendir(repositoryRoot + "/" + folder) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name.hasSuffix(".lua") { names.append(folder + "/" + name) }
-        }
-        return names.sorted()
+        (Files.names(in: repositoryRoot + "/" + folder) { $0.hasSuffix(".lua") } ?? []).map { folder + "/" + $0 }
     }
 
     static let scenarios = luaFiles(in: "scripts") + luaFiles(in: "examples")
