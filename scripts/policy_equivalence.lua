@@ -26,24 +26,7 @@ local MODES = { "legacy32", "pae", "long4", "long5" }
 local VCPUS, PROCS = 2, 3
 local mismatches, compared = 0, 0
 
-local function same(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do
-    local x, y = a[i], b[i]
-    if type(x) == "table" then
-      if type(y) ~= "table" or x.kind ~= y.kind or x.error_code ~= y.error_code then return false end
-    elseif x ~= y then
-      return false
-    end
-  end
-  return true
-end
-
-local function show(list)
-  local out = {}
-  for i, v in ipairs(list) do out[i] = type(v) == "table" and v.text or S.hex(v) end
-  return table.concat(out, ", ")
-end
+local same, show = mirror.same, mirror.show
 
 for _, mode in ipairs(MODES) do
   local wide = mode ~= "legacy32"

@@ -30,27 +30,7 @@ for _, a in ipairs(S.args) do ops = tonumber(a:match("^ops=(%d+)$")) or ops end
 local VCPUS, PROCS = 2, 2
 local mismatches, compared = 0, 0
 
-local function same(a, b)
-  if a.n ~= b.n then return false end
-  for i = 1, a.n do
-    local x, y = a[i], b[i]
-    if type(x) == "table" then
-      if type(y) ~= "table" or x.kind ~= y.kind or x.error_code ~= y.error_code or x.cr2 ~= y.cr2 then return false end
-    elseif x ~= y then
-      return false
-    end
-  end
-  return true
-end
-
-local function show(list)
-  local out = {}
-  for i = 1, list.n do
-    local v = list[i]
-    out[i] = type(v) == "table" and v.text or S.hex(v)
-  end
-  return table.concat(out, ", ")
-end
+local same, show = mirror.same, mirror.show
 
 local function report(mode, what, a, b)
   mismatches = mismatches + 1

@@ -3,6 +3,7 @@
 --
 --   local mirror = require("mirror")
 --   mirror.shootdown(guests, on, p, { va1, va2 })
+--   if not mirror.same(r1, r2) then print(mirror.show(r1), mirror.show(r2)) end
 --
 -- `guests` is a list of { vm = …, spaces = { [p] = address space } }; `on[v]` is the
 -- process vCPU v runs.
@@ -28,6 +29,31 @@ function M.shootdown(guests, on, p, vas)
       end
     end
   end
+end
+
+--- Whether two guests' results (lists made by `table.pack`) are the same: every value
+--- equal, every fault of the same kind, error code and CR2.
+function M.same(a, b)
+  if a.n ~= b.n then return false end
+  for i = 1, a.n do
+    local x, y = a[i], b[i]
+    if type(x) == "table" then
+      if type(y) ~= "table" or x.kind ~= y.kind or x.error_code ~= y.error_code or x.cr2 ~= y.cr2 then return false end
+    elseif x ~= y then
+      return false
+    end
+  end
+  return true
+end
+
+--- A packed result list as text for a mismatch report.
+function M.show(list)
+  local out = {}
+  for i = 1, list.n do
+    local v = list[i]
+    out[i] = type(v) == "table" and v.text or S.hex(v)
+  end
+  return table.concat(out, ", ")
 end
 
 return M
