@@ -17,6 +17,7 @@
 --  3. The kernel remaps its shared page once; after both vCPUs INVLPG it, every process
 --     sees the new frame.
 local S = shadowsim
+local processes = require("processes")
 local PF = S.PF
 local expect_ok = S.expect_ok
 
@@ -52,29 +53,11 @@ local function guest(mode, mi, bi, budget)
   end
   local procs, running = {}, {}
   for p = 1, NPROC do
-    local pr = { s = vm:space(), map = {}, pool = {} }
-    for i = 1, 6 do pr.pool[i] = frame() end
-    for i, va in ipairs(pages) do
-      if (i + p) % 5 ~= 0 then
-        pr.map[va] = pr.pool[(i + p) % #pr.pool + 1]
-        pr.s:map(va, pr.map[va])
-      else
-        pr.map[va] = false
-      end
-    end
-    procs[p] = pr
+    procs[p] = processes.spawn(vm, pages, 6, frame, function(i) return (i + p) % 5 ~= 0 and i + p end)
   end
 
   local function check(c, p, what)
-    local pr = procs[p]
-    for _, va in ipairs(pages) do
-      local f = pr.map[va]
-      if f then
-        reads(c, va, f, content[f], what .. " " .. S.hex(va))
-      else
-        faults(PF.U, what .. " absent " .. S.hex(va), c:read(va, 8, 3))
-      end
-    end
+    processes.check(c, procs[p], pages, content, what)
     reads(c, K, kcur, content[kcur], what .. " kernel page", 0)
   end
 
@@ -102,14 +85,8 @@ local function guest(mode, mi, bi, budget)
       local c = vm.vcpu[v]
       local cur
       for round = 1, ROUNDS do
-        local choices = {}
-        for p = 1, NPROC do
-          if running[p] == nil or running[p] == v then choices[#choices + 1] = p end
-        end
-        local p = choices[S.random(1, #choices)]
-        if cur then running[cur] = nil end
-        running[p], cur = v, p
-        expect_ok(c:load_cr3(procs[p].s))
+        local p = processes.switch(c, v, procs, NPROC, running, cur)
+        cur = p
         local what = ("%s %s vcpu %d round %d process %d"):format(where, phase, v, round, p)
         check(c, p, what .. " switched in")
         for _ = 1, 3 do

@@ -22,6 +22,7 @@
 --     then a flushing MOV to CR3), then by a new address space; the old space's tables
 --     are freed and their frames reused as data and as page tables of a new process.
 local S = shadowsim
+local processes = require("processes")
 local P, PF = S.PTE, S.PF
 local expect_ok = S.expect_ok
 
@@ -61,30 +62,12 @@ for mi, mode in ipairs(MODES) do
   pages[#pages + 1] = 0x00800000                      -- in another page table
   pages[#pages + 1] = 0x00801000
   for p = 1, NPROC do
-    local pr = { s = vm:space(), map = {}, pool = {} }
-    for i = 1, 8 do pr.pool[i] = frame() end
-    for i, va in ipairs(pages) do
-      if i % 4 ~= 0 then
-        pr.map[va] = pr.pool[i % #pr.pool + 1]
-        pr.s:map(va, pr.map[va])
-      else
-        pr.map[va] = false
-      end
-    end
-    procs[p] = pr
+    procs[p] = processes.spawn(vm, pages, 8, frame, function(i) return i % 4 ~= 0 and i end)
   end
 
   -- Everything process p's tables say, read on vCPU c (which runs p).
   local function check(c, p, what)
-    local pr = procs[p]
-    for _, va in ipairs(pages) do
-      local f = pr.map[va]
-      if f then
-        reads(c, va, f, content[f], what .. ": process " .. p .. " page " .. S.hex(va))
-      else
-        faults(PF.U, what .. ": process " .. p .. " absent page " .. S.hex(va), c:read(va, 8, 3))
-      end
-    end
+    processes.check(c, procs[p], pages, content, what .. ": process " .. p)
     for _, va in ipairs{ K, KG } do
       reads(c, va, kcur[va], content[kcur[va]], what .. ": process " .. p .. " kernel page " .. S.hex(va), 0)
     end
@@ -128,14 +111,8 @@ for mi, mode in ipairs(MODES) do
       local c = vm.vcpu[v]
       local cur
       for round = 1, ROUNDS do
-        local choices = {}
-        for p = 1, NPROC do
-          if running[p] == nil or running[p] == v then choices[#choices + 1] = p end
-        end
-        local p = choices[S.random(1, #choices)]
-        if cur then running[cur] = nil end
-        running[p], cur = v, p
-        expect_ok(c:load_cr3(procs[p].s))
+        local p = processes.switch(c, v, procs, NPROC, running, cur)
+        cur = p
         local what = ("%s %s vcpu %d round %d"):format(mode, phase, v, round)
         check(c, p, what .. " switched in")
         for _ = 1, S.random(1, 3) do edit(c, p, what) end
