@@ -202,13 +202,18 @@ for mi, mode in ipairs(MODES) do
     local _, pte_gpa = old:entry(va, 1)
     tables[#tables + 1] = pte_gpa & ~0xFFF
   end
-  local image = { s = vm:space{ by = c2 }, map = {}, pool = {} }
-  for i, va in ipairs(pages) do
-    local f = frame(c2)
-    image.pool[i] = f
-    image.s:map(va, f, { by = c2 })
-    image.map[va] = f
+  -- A process built by vCPU `by`: a new space with every page on a frame of its own.
+  local function populated(by)
+    local pr = { s = vm:space{ by = by }, map = {}, pool = {} }
+    for i, va in ipairs(pages) do
+      local f = frame(by)
+      pr.pool[i] = f
+      pr.s:map(va, f, { by = by })
+      pr.map[va] = f
+    end
+    return pr
   end
+  local image = populated(c2)
   procs[NPROC + 1] = image
   expect_ok(c2:load_cr3(image.s))
   check(c2, NPROC + 1, mode .. " exec into a new space")
@@ -225,13 +230,7 @@ for mi, mode in ipairs(MODES) do
   expect_ok(c2:invlpg(pages[2]))
   expect_ok(c2:write(pages[2], 0x5EED, 8, 3))
   content[reused] = 0x5EED
-  local fresh = { s = vm:space{ by = c1 }, map = {}, pool = {} }
-  for i, va in ipairs(pages) do
-    local f = frame(c1)
-    fresh.pool[i] = f
-    fresh.s:map(va, f, { by = c1 })
-    fresh.map[va] = f
-  end
+  local fresh = populated(c1)
   procs[NPROC + 2] = fresh
   expect_ok(c1:load_cr3(fresh.s))
   check(c1, NPROC + 2, mode .. " a new process on the freed tables")
