@@ -4,6 +4,7 @@ import LuaKit
 import X86
 import GuestKernel
 import ShadowMMU
+import Checker
 
 // MARK: Results
 
@@ -120,11 +121,17 @@ func registerVMClass(_ lua: LuaState, session: Session) {
             return 1
         }),
         ("cycles", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
-            let estimate = try vm(&call).estimatedCycles
-            call.newTable(arrayCount: Int32(estimate.perVCPU.count), fieldCount: 1)
-            call.push(estimate.vm); call.setField("total")
+            let estimate = try vm(&call).cycleBreakdown
+            call.newTable(arrayCount: Int32(estimate.perVCPU.count), fieldCount: 2)
+            call.push(estimate.vm.total); call.setField("total")
+            call.newTable(fieldCount: Int32(estimate.vm.components.count))
+            for (name, cycles) in estimate.vm.components {
+                call.push(cycles)
+                call.setField(name)
+            }
+            call.setField("breakdown")
             for (i, c) in estimate.perVCPU.enumerated() {
-                call.push(c)
+                call.push(c.total)
                 call.setIndex(Int64(i + 1))
             }
             return 1
@@ -323,8 +330,10 @@ func registerVCPUClass(_ lua: LuaState) {
         }),
         ("counters", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vcpu = try cpu(&call)
-            var fields = vcpu.counters.fields
-            if let shadow = vcpu.backend as? ShadowVCPU { fields += shadow.stats.fields }
+            // The same keys as the VM's counters: MMU statistics at zero on bare metal,
+            // and the checker's count when one is attached.
+            var fields = vcpu.counters.fields + ((vcpu.backend as? ShadowVCPU)?.stats ?? VCPUMMUStats()).fields
+            if let checker = vcpu.observer as? ArchitecturalChecker { fields.append(("stale_allowed", checker.staleAllowed[vcpu.index])) }
             pushCounters(&call, fields)
             return 1
         }),

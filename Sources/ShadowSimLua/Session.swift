@@ -125,33 +125,37 @@ public final class ScenarioVM {
 
     public var policyName: String { mmu?.policy.name ?? PolicyCatalog.bareMetalName }
 
-    /// Every counter of the VM: the x86 counters summed over vCPUs, then the MMU's.
+    /// Every counter of the VM: the x86 counters summed over vCPUs, then the MMU's (all
+    /// zero on bare metal, so every run has the same rows), then the checker's.
     public var counters: [(name: String, value: UInt64)] {
         var fields = machine.counters.fields
-        if let mmu {
-            fields += mmu.vcpus.reduce(VCPUMMUStats()) { $0 + $1.stats }.fields
-            fields += mmu.stats.fields
-        }
+        fields += (mmu?.vcpus.reduce(VCPUMMUStats()) { $0 + $1.stats } ?? VCPUMMUStats()).fields
+        fields += (mmu?.stats ?? MMUStats()).fields
+        if let checker { fields.append(("stale_allowed", checker.staleAllowed.reduce(0, +))) }
         return fields
     }
 
-    /// Counters of one vCPU (x86, then its MMU statistics).
+    /// Counters of one vCPU (x86, then its MMU statistics, then the checker's).
     public func counters(vcpu index: Int) -> [(name: String, value: UInt64)] {
         var fields = machine.vcpus[index].counters.fields
-        if let mmu { fields += mmu.vcpus[index].stats.fields }
+        fields += (mmu?.vcpus[index].stats ?? VCPUMMUStats()).fields
+        if let checker { fields.append(("stale_allowed", checker.staleAllowed[index])) }
         return fields
     }
 
-    /// Estimated cycles: the MMU's estimate, or hardware walks on bare metal.
+    /// Estimated cycles by component: the MMU's estimate, or hardware walks on bare metal.
+    public var cycleBreakdown: (vm: CycleBreakdown, perVCPU: [CycleBreakdown]) {
+        mmu?.cycleBreakdown() ?? CycleBreakdown.bareMetal(machine)
+    }
+
+    /// Estimated cycles: the total of `cycleBreakdown`.
     public var estimatedCycles: (vm: Double, perVCPU: [Double]) {
-        if let mmu { return mmu.estimatedCycles() }
-        let costs = CostModel()
-        let perVCPU = machine.vcpus.map { Double($0.counters.walks) * Double(machine.mode.levels) * costs.hardwareWalkLevel }
-        return (perVCPU.reduce(0, +), perVCPU)
+        let b = cycleBreakdown
+        return (b.vm.total, b.perVCPU.map(\.total))
     }
 
     func report() -> JSONValue {
-        let cycles = estimatedCycles
+        let breakdown = cycleBreakdown
         return .object([
             ("name", .string(name)),
             ("mode", .string(machine.mode.description)),
@@ -159,7 +163,8 @@ public final class ScenarioVM {
             ("vcpus", .integer(Int64(machine.vcpus.count))),
             ("memory_bytes", .integer(Int64(machine.memory.capacity))),
             ("resident_bytes", .integer(Int64(machine.memory.residentBytes))),
-            ("estimated_cycles", .integer(Int64(cycles.vm + 0.5))),
+            ("estimated_cycles", .integer(Int64(breakdown.vm.total + 0.5))),
+            ("estimated_cycles_breakdown", .object(breakdown.vm.components.map { ($0.name, .integer(Int64($0.cycles + 0.5))) })),
             ("checked_accesses", .integer(Int64(checker?.accessesChecked ?? 0))),
             ("unjudged_after_host_stores", .integer(Int64(checker?.hostStoreExemptions ?? 0))),
             ("counters", counterObject(counters)),

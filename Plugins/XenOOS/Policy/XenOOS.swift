@@ -38,7 +38,9 @@ public final class XenOOS: SyncPolicy {
         if mmu.isWriteTracked(gfn) { return false }
         let pages = mmu.shadowPages(of: gfn)
         guard let page = pages.first else { return true }
-        if pages.count == 1 && page.unsync { return true }       // already out of sync
+        // Already out of sync: writable, unless it is being resynced (Xen clears "may
+        // write" before re-propagating, so a table that maps itself stays protected).
+        if pages.count == 1 && page.unsync { return !request.synchronizing }
         guard !request.synchronizing, !request.prefetch, pages.count == 1, page.level == 1,
               let vcpu = request.vcpu else { return false }
         takeSlot(for: page, on: vcpu)
@@ -151,10 +153,14 @@ public final class XenOOS: SyncPolicy {
         }
     }
 
-    /// `sh_invlpg`: blank the spte of an out-of-sync L1; no resync.
+    /// `sh_invlpg`: blank the spte of an out-of-sync L1; no resync. The shadow entry is
+    /// shared by every vCPU on that table, so blanking it takes the translation away from
+    /// all of them: a present one costs a remote flush, as any spte Xen removes does.
     public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
         vcpu.flushHardwareAddress(va)
-        if let (page, index) = vcpu.leafTable(for: va), page.unsync { mmu.clearSPTE(page, index) }
+        guard let (page, index) = vcpu.leafTable(for: va), page.unsync, SPTE.isPresent(page.spte(index)) else { return }
+        mmu.clearSPTE(page, index)
+        mmu.flushRemoteTLBs()
     }
 
     public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {

@@ -44,6 +44,7 @@ extension ArchitecturalChecker {
             allowed = true
         default:
             allowed = candidates.contains { permits($0, result: result, va: va, kind: kind, isUser: isUser, vcpu: vcpu) }
+            if allowed { staleAllowed[v] &+= 1 }
         }
         if !allowed, !hostWrittenFrames.isEmpty,
            store.path.contains(where: { hostWrittenFrames.contains($0.address >> 12) }) {

@@ -23,6 +23,10 @@ public struct MMUStats: Equatable, Sendable {
     public var pagesSynced: UInt64 = 0
     /// Present sptes compared with their guest entries during syncs.
     public var sptesResynced: UInt64 = 0
+    /// Present sptes a sync dropped (guest entry not present, invalid, or for another frame).
+    public var syncSPTEsDropped: UInt64 = 0
+    /// Present sptes re-derived one at a time by INVLPG or INVPCID of an address.
+    public var invlpgResyncs: UInt64 = 0
     /// Sptes made read-only to protect shadowed guest tables.
     public var writeProtections: UInt64 = 0
     /// Present sptes cleared when their pages were zapped.
@@ -45,7 +49,8 @@ public struct MMUStats: Equatable, Sendable {
          ("mmu_recycled", mmuRecycled), ("remote_tlb_flush_requests", remoteTLBFlushRequests),
          ("remote_tlb_flush", remoteTLBFlush), ("remote_flush_targets", remoteFlushTargets),
          ("pages_4k", pages4K), ("pages_2m", pages2M), ("pages_1g", pages1G), ("shadow_pages", shadowPages),
-         ("pages_synced", pagesSynced), ("sptes_resynced", sptesResynced), ("write_protections", writeProtections), ("sptes_zapped", sptesZapped),
+         ("pages_synced", pagesSynced), ("sptes_resynced", sptesResynced), ("sync_sptes_dropped", syncSPTEsDropped),
+         ("invlpg_resyncs", invlpgResyncs), ("write_protections", writeProtections), ("sptes_zapped", sptesZapped),
          ("sptes_prefetched", sptesPrefetched), ("lock_acquisitions", lockAcquisitions), ("lock_work", lockWork),
          ("lock_work_other_vms", lockWorkForOtherVMs), ("list_entries_walked", listEntriesWalked)]
     }
@@ -98,68 +103,5 @@ public struct VCPUMMUStats: Equatable, Sendable {
         r.guestWalkLevels = a.guestWalkLevels + b.guestWalkLevels; r.shadowWalks = a.shadowWalks + b.shadowWalks
         r.tdpWalks = a.tdpWalks + b.tdpWalks; r.eptViolations = a.eptViolations + b.eptViolations
         return r
-    }
-}
-
-/// Cycle costs of MMU events, for estimates. Defaults and their sources follow §8 of
-/// docs/reference (shadow-mmu.md): a world switch of ~2 000 cycles (Nehalem, KVM
-/// 2.6.34), a two-dimensional walk of up to 24 references, TLB shootdowns of a few µs.
-public struct CostModel: Equatable, Sendable {
-    /// VM exit + entry (world switch).
-    public var exit = 2_000.0
-    /// One level of a software walk of guest tables.
-    public var guestWalkLevel = 40.0
-    /// Decoding and emulating one instruction.
-    public var emulation = 1_500.0
-    /// Comparing or rebuilding one spte during a sync.
-    public var syncEntry = 30.0
-    /// Allocating and initialising a shadow page.
-    public var allocShadowPage = 600.0
-    /// Clearing one present spte when a page is zapped.
-    public var zapEntry = 10.0
-    /// Making one spte read-only.
-    public var writeProtectEntry = 20.0
-    /// A local TLB flush.
-    public var localFlush = 300.0
-    /// Sending one IPI and the target's exit, flush and re-entry.
-    public var remoteFlushTarget = 4_000.0
-    /// A hardware walk of shadow (or native) tables on a TLB miss, per level.
-    public var hardwareWalkLevel = 25.0
-    /// A two-dimensional (nested paging) TLB miss: up to 24 references.
-    public var tdpWalk = 24 * 25.0
-    /// An EPT/NPT violation on first touch of a guest frame (exit included).
-    public var eptViolation = 3_000.0
-    /// Walking one entry of a host-wide or per-VM unsync list.
-    public var listEntry = 15.0
-
-    public init() {}
-
-    public var fields: [(name: String, value: Double)] {
-        [("exit", exit), ("guest_walk_level", guestWalkLevel), ("emulation", emulation), ("sync_entry", syncEntry),
-         ("alloc_shadow_page", allocShadowPage), ("zap_entry", zapEntry), ("write_protect_entry", writeProtectEntry),
-         ("local_flush", localFlush), ("remote_flush_target", remoteFlushTarget),
-         ("hardware_walk_level", hardwareWalkLevel), ("tdp_walk", tdpWalk), ("ept_violation", eptViolation),
-         ("list_entry", listEntry)]
-    }
-
-    /// Sets a cost by its report name; false when there is no such cost.
-    public mutating func set(_ name: String, _ value: Double) -> Bool {
-        switch name {
-        case "exit": exit = value
-        case "guest_walk_level": guestWalkLevel = value
-        case "emulation": emulation = value
-        case "sync_entry": syncEntry = value
-        case "alloc_shadow_page": allocShadowPage = value
-        case "zap_entry": zapEntry = value
-        case "write_protect_entry": writeProtectEntry = value
-        case "local_flush": localFlush = value
-        case "remote_flush_target": remoteFlushTarget = value
-        case "hardware_walk_level": hardwareWalkLevel = value
-        case "tdp_walk": tdpWalk = value
-        case "ept_violation": eptViolation = value
-        case "list_entry": listEntry = value
-        default: return false
-        }
-        return true
     }
 }

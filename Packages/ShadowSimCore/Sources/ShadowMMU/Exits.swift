@@ -112,7 +112,7 @@ extension ShadowVCPU {
     func translateMissTDP(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
         stats.tdpWalks &+= 1
         vcpu.tally.walks &+= 1
-        let (outcome, walk) = try guestWalk(va, kind, isUser: isUser)
+        let (outcome, walk) = try guestWalk(va, kind, isUser: isUser, software: false)
         for level in 1...walk.levels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
         switch outcome {
         case .translated(var t):

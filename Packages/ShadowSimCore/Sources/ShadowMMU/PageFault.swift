@@ -265,8 +265,10 @@ extension ShadowVCPU {
         }
     }
 
-    /// The guest's own walk, with A/D set as hardware would, recording the path.
-    func guestWalk(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> (WalkOutcome, GuestWalk) {
+    /// The guest's own walk, with A/D set as hardware would, recording the path. A
+    /// software walk (the shadow fault path's) counts in `guest_walk_levels`; the
+    /// hardware's two-dimensional walk under nested paging does not (it is `tdp_walks`).
+    func guestWalk(_ va: UInt64, _ kind: AccessKind, isUser: Bool, software: Bool = true) throws(MachineError) -> (WalkOutcome, GuestWalk) {
         var store = RecordingStore(memory: vcpu.memory, entrySize: vcpu.mode.entrySize,
                                    walk: GuestWalk(levels: vcpu.mode.levels))
         store.walk.executeDisable = vcpu.controls.executeDisableEnabled
@@ -276,7 +278,7 @@ extension ShadowVCPU {
                                       permissions: vcpu.permissionTable,
                                       root: root, store: &store)
         vcpu.tally.adUpdates &+= UInt64(store.flagUpdates)
-        stats.guestWalkLevels &+= UInt64(store.walk.seen.count)
+        if software { stats.guestWalkLevels &+= UInt64(store.walk.seen.count) }
         if let bad = store.unbacked {
             throw .unbackedMemory(address: bad, capacity: vcpu.memory.capacity,
                                   what: "guest paging-structure entry read while translating \(hex(va))")

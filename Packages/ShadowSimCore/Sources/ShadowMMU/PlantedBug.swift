@@ -1,5 +1,5 @@
-/// Bugs the engine can be told to have, each modelled on a real one (reference §11),
-/// to prove that the checker catches them. Never on unless asked for.
+/// Bugs the engine can be told to have, most modelled on real KVM bugs, to prove that
+/// the checker, the scenario suite and the fuzzer catch them. Never on unless asked for.
 public enum PlantedBug: String, CaseIterable, Sendable {
     /// Write-protecting a newly shadowed table skips the remote TLB flush.
     case skipRemoteFlushAfterWriteProtect = "skip-remote-flush-after-write-protect"
@@ -27,31 +27,52 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     case miscountUnsync = "miscount-unsync"
     /// An emulated page-table write leaves the old spte in place.
     case emulatedWriteKeepsSPTE = "emulated-write-keeps-spte"
+    /// Write protection finds sptes through the exact frame only, missing large sptes
+    /// that cover it (a bug the fuzzer found in this engine).
+    case writeProtectSkipsLargeSPTEs = "write-protect-skips-large-sptes"
 
-    /// The policy whose code path the bug lives on (for the catch table).
-    public var policy: String {
+    /// The built-in policies whose code reaches the bug, the one it was modelled on
+    /// first. Planting it under any other policy would test nothing, so it is refused.
+    public var policies: [String] {
+        let shadowing = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos"]
+        let unsyncing = ["kvm-unsync", "global-list", "vm-list", "xen-oos"]
         switch self {
-        case .syncOtherVMsPages: "global-list"
-        default: "kvm-unsync"
+        case .syncOtherVMsPages: return ["global-list"]
+        // Only kvm-unsync re-derives INVLPG'd entries in cached roots, and syncs a
+        // reused cached root on a flushing CR3 load.
+        case .invlpgCurrentRootOnly, .reuseCachedRootWithoutSync: return ["kvm-unsync"]
+        // Upper-level unsync goes through KVM's unsync rule, which the list policies share.
+        case .upperLevelUnsync: return ["kvm-unsync", "global-list", "vm-list"]
+        case .forgetMarkParentsUnsync, .linkUnsyncWithoutSync, .zapKeepsUnsync, .miscountUnsync: return unsyncing
+        case .skipRemoteFlushAfterWriteProtect, .writableSPTEToNewTable, .dropLocalFlushAfterSync,
+             .dirtyCleanLeafWritable, .emulatedWriteKeepsSPTE, .writeProtectSkipsLargeSPTEs: return shadowing
         }
     }
 
-    /// One line on what the bug is.
+    /// The policy the bug was modelled on (the first of `policies`).
+    public var policy: String { policies[0] }
+
+    /// Whether the bug lives in the engine's shared mechanisms (so any policy plugin that
+    /// shadows guest tables can reach it) rather than in one built-in policy's code.
+    public var isInEngine: Bool { self != .syncOtherVMsPages }
+
+    /// One line on what the bug is, and the real bug it is modelled on where there is one.
     public var summary: String {
         switch self {
-        case .skipRemoteFlushAfterWriteProtect: "no remote flush after write-protecting a new shadowed table"
+        case .skipRemoteFlushAfterWriteProtect: "no remote flush after write-protecting a newly shadowed table"
         case .forgetMarkParentsUnsync: "unsync page hidden from its parents' bitmaps"
-        case .invlpgCurrentRootOnly: "INVLPG resyncs the current root only (cached roots stale)"
-        case .linkUnsyncWithoutSync: "unsync page linked without sync (B1)"
-        case .upperLevelUnsync: "upper-level table allowed to go unsync (B8)"
-        case .writableSPTEToNewTable: "writable spte left to a newly shadowed table (B3)"
+        case .invlpgCurrentRootOnly: "INVLPG resyncs the current root only, cached roots stay stale"
+        case .linkUnsyncWithoutSync: "unsync page linked without a sync (KVM before 2021's sync-before-link fix)"
+        case .upperLevelUnsync: "upper-level table allowed to go unsync (KVM's write tracking checked in one address space)"
+        case .writableSPTEToNewTable: "writable spte left to a newly shadowed table (KVM's 'fix writable sync sp mapping')"
         case .dropLocalFlushAfterSync: "local TLB flush dropped after a CR3 load"
-        case .syncOtherVMsPages: "global list marks other VMs' pages synced"
-        case .zapKeepsUnsync: "zap forgets to clear unsync"
+        case .syncOtherVMsPages: "the global list marks other VMs' pages synced without syncing them"
+        case .zapKeepsUnsync: "a zap forgets to clear unsync"
         case .dirtyCleanLeafWritable: "D-clean leaf spte left writable"
-        case .reuseCachedRootWithoutSync: "cached root reused after a flushing CR3 load without sync (B7)"
+        case .reuseCachedRootWithoutSync: "cached root reused by a flushing CR3 load without a sync (KVM's 2021 PCID fixes)"
         case .miscountUnsync: "mmu_unsync counted wrongly"
         case .emulatedWriteKeepsSPTE: "emulated page-table write does not drop the old spte"
+        case .writeProtectSkipsLargeSPTEs: "write protection misses large sptes covering a new table (found by the fuzzer)"
         }
     }
 }

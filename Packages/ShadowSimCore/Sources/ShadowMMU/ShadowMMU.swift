@@ -87,9 +87,22 @@ public final class ShadowMMU {
     /// Shadowed gfns per 2 MiB and 1 GiB region: no large spte may cover them.
     var disallowLarge: [GFNKey: Int] = [:]
     var indirectShadowPages = 0
-    /// Creation order of pages (oldest first), with holes for freed pages.
-    var activeOrder: [Int32] = []
+    /// Creation order of pages (oldest first: KVM's active list), with holes for pages
+    /// zapped since. A slot names the page by id *and* serial: ids are reused, and a hole
+    /// must never stand for the later page that got its id.
+    var activeOrder: [ActiveSlot] = []
     var activeHoles = 0
+
+    struct ActiveSlot {
+        let id: Int32
+        let serial: UInt64
+    }
+
+    /// The page a slot of `activeOrder` stands for, if it is still on the active list.
+    func activePage(_ slot: ActiveSlot) -> ShadowPage? {
+        guard let sp = page(slot.id), sp.serial == slot.serial, sp.onActiveList else { return nil }
+        return sp
+    }
     /// Zapped pages awaiting one flush and their release (KVM's invalid_list).
     var invalidList: [Int32] = []
     public let maxShadowPages: Int
@@ -221,8 +234,9 @@ public final class ShadowMMU {
     /// Whether `gfn` is shadowed at an upper level (and so must stay read-only).
     public func isWriteTracked(_ gfn: UInt64) -> Bool { (writeTracked[GFNKey(gfn)] ?? 0) > 0 }
 
-    /// Every live shadow page, oldest first.
-    public var allPages: [ShadowPage] { activeOrder.compactMap { $0 >= 0 ? page($0) : nil } }
+    /// Every shadow page not yet freed (zapped roots awaiting release included), oldest
+    /// first.
+    public var allPages: [ShadowPage] { pages.compactMap { $0 }.sorted { $0.serial < $1.serial } }
 
     // MARK: Locks
 
@@ -281,7 +295,7 @@ public final class ShadowMMU {
         if hashNext.count <= Int(id) { hashNext.append(contentsOf: repeatElement(-1, count: Int(id) + 1 - hashNext.count)) }
         hashNext[Int(id)] = hash[GFNKey(gfn)] ?? -1
         hash[GFNKey(gfn)] = id
-        activeOrder.append(id)
+        activeOrder.append(ActiveSlot(id: id, serial: sp.serial))
         stats.shadowPages &+= 1
         if sp.hasGPTEs { accountShadowed(sp) }
         return sp
@@ -359,15 +373,36 @@ public final class ShadowMMU {
         rmapRemove(ref, gfn: SPTE.target(spte), level: sp.level)
     }
 
-    /// Makes every writable leaf spte that maps `gfn` read-only. True if any was writable.
+    /// Calls `body` with every present leaf spte that maps `gfn`: the ones the reverse map
+    /// lists under it, and large sptes whose range covers it (the reverse map lists a large
+    /// spte under its first frame only; KVM keeps one rmap per level for this).
+    func forEachLeafSPTE(mapping gfn: UInt64, _ body: (ShadowPage, Int) -> Void) {
+        forEachLeafSPTE(mapping: gfn, includingLarge: true, body)
+    }
+
+    private func forEachLeafSPTE(mapping gfn: UInt64, includingLarge: Bool, _ body: (ShadowPage, Int) -> Void) {
+        rmap.forEach(of: gfn) { ref in if let sp = page(ref.page) { body(sp, Int(ref.index)) } }
+        guard includingLarge else { return }
+        for level in 2...3 {
+            let base = gfn & ~((UInt64(1) << UInt64(9 * (level - 1))) - 1)
+            guard base != gfn else { continue }
+            rmap.forEach(of: base) { ref in
+                guard let sp = page(ref.page), sp.level == level, sp.spt[Int(ref.index)] & SPTE.large != 0 else { return }
+                body(sp, Int(ref.index))
+            }
+        }
+    }
+
+    /// Makes every writable leaf spte that maps `gfn` read-only, large ones that cover it
+    /// included (KVM's `kvm_mmu_slot_gfn_write_protect` at every level). True if any was
+    /// writable.
     @discardableResult
     public func writeProtect(gfn: UInt64) -> Bool {
         var changed = false
-        rmap.forEach(of: gfn) { ref in
-            guard let sp = page(ref.page) else { return }
-            let spte = sp.spt[Int(ref.index)]
+        forEachLeafSPTE(mapping: gfn, includingLarge: !has(.writeProtectSkipsLargeSPTEs)) { sp, index in
+            let spte = sp.spt[index]
             if spte & SPTE.writable != 0 {
-                sp.spt[Int(ref.index)] = spte & ~SPTE.writable
+                sp.spt[index] = spte & ~SPTE.writable
                 noteChange(sp.id)
                 stats.writeProtections &+= 1
                 changed = true
@@ -577,7 +612,7 @@ public final class ShadowMMU {
         sp.onActiveList = false
         activeHoles += 1
         if activeHoles > 64 && activeHoles * 2 > activeOrder.count {
-            activeOrder.removeAll { id in page(id).map { !$0.onActiveList } ?? true }
+            activeOrder.removeAll { activePage($0) == nil }
             activeHoles = 0
         }
     }
@@ -589,8 +624,8 @@ public final class ShadowMMU {
         guard available < 5 else { return true }
         let target = 25 - available
         var zapped = 0
-        for id in activeOrder where id >= 0 {
-            guard let sp = page(id), sp.onActiveList, sp.rootCount == 0 else { continue }
+        for slot in activeOrder {
+            guard let sp = activePage(slot), sp.rootCount == 0 else { continue }
             zapped += prepareZap(sp)
             if zapped >= target { break }
         }
@@ -604,28 +639,6 @@ public final class ShadowMMU {
     public func unprotect(gfn: UInt64) {
         for sp in shadowPages(of: gfn) { prepareZap(sp) }
         commitZaps()
-    }
-
-    // MARK: Cost
-
-    /// Estimated cycles of each vCPU (its exits, walks, emulation and flushes) and of the
-    /// VM-wide MMU work (syncs, allocation, zaps, write protection, IPIs, list walks),
-    /// from the counters and `configuration.costs`.
-    public func estimatedCycles() -> (vm: Double, perVCPU: [Double]) {
-        let c = configuration.costs
-        let levels = Double(max(machine.mode.levels, 2))
-        let perVCPU = vcpus.map { v -> Double in
-            let s = v.stats
-            var cycles = Double(s.exits) * c.exit + Double(s.guestWalkLevels) * c.guestWalkLevel
-            cycles += Double(s.insnEmulation) * c.emulation + Double(s.tlbFlush) * c.localFlush
-            cycles += Double(s.shadowWalks) * levels * c.hardwareWalkLevel
-            cycles += Double(s.tdpWalks) * c.tdpWalk + Double(s.eptViolations) * c.eptViolation
-            return cycles
-        }
-        var shared = Double(stats.sptesResynced) * c.syncEntry + Double(stats.mmuCacheMiss) * c.allocShadowPage
-        shared += Double(stats.sptesZapped) * c.zapEntry + Double(stats.writeProtections) * c.writeProtectEntry
-        shared += Double(stats.remoteFlushTargets) * c.remoteFlushTarget + Double(stats.listEntriesWalked) * c.listEntry
-        return (perVCPU.reduce(0, +) + shared, perVCPU)
     }
 
     // MARK: Flushes

@@ -109,8 +109,8 @@ public final class ShadowPage {
     /// touching this object).
     let spt: UnsafeMutablePointer<UInt64>
     public internal(set) var parents: [SPTERef] = []
-    /// Creation order, for recycling the oldest first.
-    let serial: UInt64
+    /// Creation order, for recycling the oldest first (never reused, unlike `id`).
+    public let serial: UInt64
     /// Set by a policy that keeps its own index of unsync pages.
     public var policyMark: Int = -1
     private var storedUnsyncChildren: Int32 = 0

@@ -288,6 +288,7 @@ public final class ShadowVCPU: VCPUBackend {
             while true {
                 let index = ShadowVCPU.shadowIndex(va, level: sp.level)
                 if sp.unsync {
+                    if SPTE.isPresent(sp.spt[index]) { mmu.stats.invlpgResyncs &+= 1 }
                     let r = mmu.syncSPTE(sp, index, vcpu: self)
                     if r < 0 { mmu.zapSPTE(sp, index) }
                     if r != 0 { mmu.flushRemoteTLBs() }

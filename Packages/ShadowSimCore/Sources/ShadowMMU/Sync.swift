@@ -78,6 +78,7 @@ extension ShadowMMU {
         // Not present, reserved bits, or never accessed: drop it.
         if gpte & PTE.present == 0 || gpte & c.reserved != 0 || gpte & PTE.accessed == 0 {
             dropSPTE(SPTERef(page: sp.id, index: index))
+            stats.syncSPTEsDropped &+= 1
             return 1
         }
         let gfn = c.has4ByteGPTE ? (gpte & 0xFFFF_F000) >> 12 : (gpte & PTE.bits(51, 12)) >> 12
@@ -86,6 +87,7 @@ extension ShadowMMU {
         // Sync never changes the frame in place: a new frame means drop and refault.
         if gfn != SPTE.target(spte) {
             dropSPTE(SPTERef(page: sp.id, index: index))
+            stats.syncSPTEsDropped &+= 1
             return 1
         }
         if SPTE.access(spte) == access { return 0 }

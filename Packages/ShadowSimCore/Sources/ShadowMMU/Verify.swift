@@ -1,6 +1,6 @@
 import X86
 
-/// The engine's invariants (reference §10), checked on demand.
+/// The engine's invariants (see `ShadowMMU`), checked on demand.
 extension ShadowMMU {
     /// Every violated invariant, as a sentence; empty when the MMU is consistent.
     public func verify() -> [String] {
@@ -54,12 +54,7 @@ extension ShadowMMU {
         }
         // 1. A synced guest table is never writable through any spte.
         for case let sp? in pages where !sp.role.invalid && sp.hasGPTEs && !sp.unsync {
-            for ref in rmap.refs(of: sp.gfn) {
-                guard let holder = page(ref.page) else { continue }
-                if holder.spt[Int(ref.index)] & SPTE.writable != 0 {
-                    problems.append("guest table gfn \(hex(sp.gfn)) is shadowed and synced (page \(sp.id)) but spte \(ref.index) of page \(holder.id) maps it writable")
-                }
-            }
+            problems += writableMappings(ofSyncedTable: sp)
         }
         // 6. A host-initiated write protection has reached every vCPU's TLB.
         if policy.shadowsGuestTables {
@@ -104,6 +99,9 @@ extension ShadowMMU {
             guard SPTE.isPresent(spte) else { continue }
             let ref = SPTERef(page: sp.id, index: i)
             if sp.level == 1 || spte & SPTE.large != 0 {
+                if sp.level > 1 && spte & SPTE.writable != 0 && !largeMappingAllowed(gfn: SPTE.target(spte), level: sp.level) {
+                    problems.append("\(name()): entry \(i) is a writable large spte over a region that holds a shadowed guest table")
+                }
                 leaf(i, spte, ref)
             } else if let child = page(Int32(SPTE.target(spte))) {
                 link(ref, child)
@@ -113,6 +111,17 @@ extension ShadowMMU {
             } else {
                 problems.append("\(name()): entry \(i) points to a freed shadow page")
             }
+        }
+        return problems
+    }
+
+    /// 1. The sptes that map synced guest table `sp` writable (large ones covering it
+    /// included): each is a problem.
+    func writableMappings(ofSyncedTable sp: ShadowPage) -> [String] {
+        var problems: [String] = []
+        forEachLeafSPTE(mapping: sp.gfn) { holder, index in
+            guard holder.spt[index] & SPTE.writable != 0 else { return }
+            problems.append("guest table gfn \(hex(sp.gfn)) is shadowed and synced (page \(sp.id)) but spte \(index) of page \(holder.id) maps it writable")
         }
         return problems
     }

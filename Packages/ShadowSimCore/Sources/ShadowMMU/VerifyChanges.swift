@@ -99,9 +99,14 @@ extension ShadowMMU {
         }
         // A synced guest table is never writable through any spte.
         if isSyncedGuestTable(sp) {
-            for ref in rmap.refs(of: sp.gfn) {
-                guard let holder = page(ref.page), holder.spt[Int(ref.index)] & SPTE.writable != 0 else { continue }
-                problems.append("guest table gfn \(hex(sp.gfn)) is shadowed and synced (page \(sp.id)) but spte \(ref.index) of page \(holder.id) maps it writable")
+            problems += writableMappings(ofSyncedTable: sp)
+        } else if sp.hasGPTEs && !sp.role.invalid {
+            // Unsync: 4 KiB mappings may be writable, a large spte over it never is (the
+            // per-spte check of its holder only runs when the holder changes).
+            forEachLeafSPTE(mapping: sp.gfn) { holder, index in
+                let spte = holder.spt[index]
+                guard holder.level > 1, spte & SPTE.large != 0, spte & SPTE.writable != 0 else { return }
+                problems.append("shadow page \(holder.id) (gfn \(hex(holder.gfn)), \(holder.role)): entry \(index) is a writable large spte over a region that holds a shadowed guest table")
             }
         }
         return c
