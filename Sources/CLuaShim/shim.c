@@ -127,10 +127,24 @@ static luashim_Budgets *budgets_of(lua_State *L) {
     return b;
 }
 
-/* Raises `message` with the position of the Lua code the hook interrupted. */
+/* Pushes "file:line: " for the innermost frame that runs a script's own code (a chunk
+   loaded from a file, "@…"), skipping the built-in chunks ("=shadowsim.prelude", …) a
+   budget can run out in; "" when there is none. */
+static void push_script_where(lua_State *L) {
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@' && ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    luaL_where(L, 0);
+}
+
+/* Raises `message` with the position of the script code the hook interrupted. */
 static void raise_here(lua_State *L, const char *fmt, ...) {
     va_list args;
-    luaL_where(L, 0);
+    push_script_where(L);
     va_start(args, fmt);
     lua_pushvfstring(L, fmt, args);
     va_end(args);

@@ -12,9 +12,12 @@ struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one scenario under several policies (same seed) and compare their counters.",
         discussion: """
-            Rows are the estimated cycles, then every counter (summed over the scenario's VMs); \
-            the best value of a row is marked (the lowest; the highest for hit counts). \
-            Exit status: 0, 1 when a run fails (the table still shows the runs that completed), 2 for a bad command line.
+            Every run has the architectural checker attached unless --no-check. Rows are each run's status, \
+            the estimated cycles and their components (cycles:…), then every counter (summed over the scenario's VMs); \
+            the best value of a row is marked (the lowest; the highest for hit counts), among the runs that passed only: \
+            a run that failed (a checker violation, an error, an exhausted budget) is shown with the counters it had \
+            gathered and never marked best. \
+            Exit status: 0, 1 when a run fails (after the whole table), 2 for a bad command line.
             """)
 
     @Argument(help: "The scenario script.")
@@ -29,8 +32,12 @@ struct Compare: ParsableCommand {
     @Option(help: "table, json, csv or markdown.")
     var format = "table"
 
-    @Flag(help: "Attach the architectural checker to every run.")
-    var check = false
+    @Flag(inversion: .prefixedNo, help: "Attach the architectural checker to every run (--no-check for speed).")
+    var check = true
+
+    @OptionGroup var parameters: ParameterOptions
+
+    @OptionGroup var budgets: BudgetOptions
 
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
@@ -39,21 +46,15 @@ struct Compare: ParsableCommand {
 
     func run() throws {
         try logging.bootstrap()
-        let names = policies.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
-        guard !names.isEmpty else { printError("shadowsim: --policies names no policy"); throw ExitCode(2) }
         guard ["table", "json", "csv", "markdown"].contains(format) else {
-            printError("shadowsim: --format must be table, json, csv or markdown, got \"\(format)\"")
-            throw ExitCode(2)
+            throw usageError("--format must be table, json, csv or markdown, got \"\(format)\"")
         }
-        for name in names where name != PolicyCatalog.bareMetalName {
-            do { _ = try PolicyCatalog.factory(name) } catch {
-                printError("shadowsim: \(error.description)")
-                throw ExitCode(2)
-            }
-        }
+        let resolved = try resolvePolicies(policies)
+        let params = try parameters.parsed()
+        let limits = try budgets.limits()
+        try requireReadableScript(script)
         luashim_catch_interrupt()
         var columns: [Comparison.Column] = []
-        var failure: String?
         // What the scenario prints goes to stderr, so that stdout is the comparison alone
         // (a CSV or JSON a tool can read).
         fflush(nil)
@@ -64,22 +65,20 @@ struct Compare: ParsableCommand {
             dup2(savedStdout, 1)
             close(savedStdout)
         }
-        for name in names {
-            let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, policy: name, check: check)
-            if let error = result.error {
-                failure = "\(error.message) (under \(name))"
-                break
-            }
-            columns.append(Comparison.Column(policy: name, report: result.report))
+        for policy in resolved {
+            let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params,
+                                            policy: policy.argument, check: check, limits: limits)
+            columns.append(Comparison.Column(policy: policy.label, result: result))
+            if result.exhausted == .interrupt { break }
         }
         fflush(nil)
         dup2(savedStdout, 1)
-        let comparison = Comparison(script: script, seed: seed, columns: columns)
-        if !columns.isEmpty { print(comparison.rendered(format)) }
-        if let failure {
-            printError(failure)
-            throw ExitCode(1)
-        }
+        let comparison = Comparison(script: script, seed: seed, checked: check, columns: columns)
+        print(comparison.rendered(format))
+        let failed = columns.filter { $0.failure != nil }
+        for c in failed { printError("\(c.failure!) (under \(c.policy))") }
+        if columns.contains(where: { $0.status == "interrupted" }) { throw ExitCode(130) }
+        if !failed.isEmpty { throw ExitCode(1) }
     }
 }
 
@@ -87,17 +86,26 @@ struct Compare: ParsableCommand {
 struct Comparison {
     struct Column {
         let policy: String
+        /// "passed", "failed", "budget exhausted (…)" or "interrupted".
+        let status: String
+        /// The first line of the failure, when the run did not pass.
+        let failure: String?
         /// Row name → value, summed over the run's VMs.
         var values: [String: Int64] = [:]
         var order: [String] = []
 
-        init(policy: String, report: JSONValue) {
+        init(policy: String, result: ScenarioResult) {
             self.policy = policy
-            for vm in report.field("vms")?.elements ?? [] {
+            status = result.report.field("status")?.string ?? (result.passed ? "passed" : "failed")
+            failure = result.error.map { String($0.message.split(separator: "\n").first ?? "") }
+            for vm in result.report.field("vms")?.elements ?? [] {
                 add("estimated_cycles", vm.field("estimated_cycles")?.integer ?? 0)
+                for (name, value) in vm.field("estimated_cycles_breakdown")?.fields ?? [] { add("cycles:" + name, value.integer ?? 0) }
                 for (name, value) in vm.field("counters")?.fields ?? [] { add(name, value.integer ?? 0) }
             }
         }
+
+        var passed: Bool { failure == nil }
 
         mutating func add(_ name: String, _ value: Int64) {
             if values[name] == nil { order.append(name) }
@@ -107,6 +115,7 @@ struct Comparison {
 
     let script: String
     let seed: UInt64
+    let checked: Bool
     let columns: [Column]
 
     var rows: [String] {
@@ -115,17 +124,22 @@ struct Comparison {
         return out
     }
 
-    /// The policies holding the best value of `row`, or none when every value is equal.
+    /// The policies holding the best value of `row` among the runs that passed, or none
+    /// when those values are all equal (or fewer than two runs passed).
     func best(_ row: String) -> Set<String> {
-        let values = columns.map { $0.values[row] ?? 0 }
+        let passed = columns.filter { $0.passed && $0.values[row] != nil }
+        let values = passed.map { $0.values[row]! }
         guard let lo = values.min(), let hi = values.max(), lo != hi else { return [] }
         let target = row.contains("hit") ? hi : lo
-        return Set(columns.filter { ($0.values[row] ?? 0) == target }.map(\.policy))
+        return Set(passed.filter { ($0.values[row] ?? 0) == target }.map(\.policy))
     }
+
+    /// A cell: the value, or "-" for a row a run never reached.
+    func cell(_ c: Column, _ row: String) -> String { c.values[row].map { "\($0)" } ?? "-" }
 
     func rendered(_ format: String) -> String {
         switch format {
-        case "json": json.serialized() 
+        case "json": json.serialized()
         case "csv": csv
         case "markdown": markdown
         default: table
@@ -133,27 +147,31 @@ struct Comparison {
     }
 
     var table: String {
-        var grid = [["counter"] + columns.map(\.policy)]
+        var grid = [["counter"] + columns.map(\.policy), ["status"] + columns.map { $0.passed ? "ok" : "FAILED" }]
         for row in rows {
             let b = best(row)
-            grid.append([row] + columns.map { c in "\(c.values[row] ?? 0)" + (b.contains(c.policy) ? " *" : "  ") })
+            grid.append([row] + columns.map { c in cell(c, row) + (b.contains(c.policy) ? " *" : "  ") })
         }
         let widths = grid[0].indices.map { i in grid.map { $0[i].count }.max() ?? 0 }
+        var notes = ["(* best of the row among the runs that passed: the lowest, or the highest for hit counts)"]
+        if !checked { notes.append("(checker off: a policy that breaks the architecture can look best)") }
+        for c in columns where !c.passed { notes.append("\(c.policy) \(c.status): \(c.failure ?? "")") }
         return grid.map { line in
             line.enumerated().map { i, cell in
                 i == 0 ? cell + String(repeating: " ", count: widths[i] - cell.count)
                        : String(repeating: " ", count: widths[i] - cell.count) + cell
             }.joined(separator: "  ").trailingSpacesRemoved
-        }.joined(separator: "\n") + "\n(* best of the row: the lowest, or the highest for hit counts)"
+        }.joined(separator: "\n") + "\n" + notes.joined(separator: "\n")
     }
 
     var markdown: String {
         var lines = ["| counter | " + columns.map(\.policy).joined(separator: " | ") + " |",
-                     "|---|" + String(repeating: "---:|", count: columns.count)]
+                     "|---|" + String(repeating: "---:|", count: columns.count),
+                     "| status | " + columns.map { $0.passed ? "ok" : "**FAILED**" }.joined(separator: " | ") + " |"]
         for row in rows {
             let b = best(row)
             lines.append("| \(row) | " + columns.map { c in
-                let v = "\(c.values[row] ?? 0)"
+                let v = cell(c, row)
                 return b.contains(c.policy) ? "**\(v)**" : v
             }.joined(separator: " | ") + " |")
         }
@@ -163,7 +181,8 @@ struct Comparison {
     var csv: String {
         func quoted(_ s: String) -> String { s.contains(",") || s.contains("\"") ? "\"" + s.replacingQuotes + "\"" : s }
         var lines = [(["counter"] + columns.map(\.policy)).map(quoted).joined(separator: ",")]
-        for row in rows { lines.append(([row] + columns.map { "\($0.values[row] ?? 0)" }).map(quoted).joined(separator: ",")) }
+        lines.append((["status"] + columns.map(\.status)).map(quoted).joined(separator: ","))
+        for row in rows { lines.append(([row] + columns.map { c in c.values[row].map { "\($0)" } ?? "" }).map(quoted).joined(separator: ",")) }
         return lines.joined(separator: "\n")
     }
 
@@ -172,11 +191,16 @@ struct Comparison {
             ("tool", .string("shadowsim \(shadowSimVersion)")),
             ("script", .string(script)),
             ("seed", .integer(Int64(bitPattern: seed))),
+            ("checked", .bool(checked)),
             ("policies", .array(columns.map { .string($0.policy) })),
+            ("runs", .array(columns.map { c in
+                .object([("policy", .string(c.policy)), ("status", .string(c.status))]
+                        + (c.failure.map { [("error", JSONValue.string($0))] } ?? []))
+            })),
             ("rows", .array(rows.map { row in
                 .object([
                     ("counter", .string(row)),
-                    ("values", .object(columns.map { ($0.policy, .integer($0.values[row] ?? 0)) })),
+                    ("values", .object(columns.compactMap { c in c.values[row].map { (c.policy, .integer($0)) } })),
                     ("best", .array(columns.map(\.policy).filter(best(row).contains).map { .string($0) })),
                 ])
             })),
@@ -204,6 +228,10 @@ extension JSONValue {
     var elements: [JSONValue] {
         if case .array(let a) = self { return a }
         return []
+    }
+    var string: String? {
+        if case .string(let s) = self { return s }
+        return nil
     }
     var integer: Int64? {
         switch self {

@@ -62,14 +62,7 @@ struct Run: ParsableCommand {
     @Option(help: "Plant a known bug in every shadow MMU, to see the checker catch it (see `shadowsim bugs`).")
     var injectBug: String?
 
-    @Option(help: "Stop after this many Lua instructions (exit status 3).")
-    var maxSteps: Int64?
-
-    @Option(help: "Stop when Lua and guest memory exceed this many bytes, e.g. 512M (exit status 3).")
-    var maxMemory: String?
-
-    @Option(help: "Stop after this many seconds (exit status 3).")
-    var timeout: Double?
+    @OptionGroup var budgets: BudgetOptions
 
     @Flag(help: "Let the script run commands, write files and load C modules.")
     var allowIO = false
@@ -80,8 +73,7 @@ struct Run: ParsableCommand {
     @Option(help: "Sync policy of VMs that do not name one: a built-in name (see `shadowsim policies`), bare-metal, or the path of a policy .so.")
     var policy = "kvm-unsync"
 
-    @Option(name: .customLong("param"), help: "A script parameter NAME=VALUE (shadowsim.params.NAME); repeatable.")
-    var parameters: [String] = []
+    @OptionGroup var parameters: ParameterOptions
 
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
@@ -90,52 +82,15 @@ struct Run: ParsableCommand {
 
     func run() throws {
         try logging.bootstrap()
-        var params: [(name: String, value: String)] = []
-        for p in parameters {
-            guard let (name, value) = parseParameter(p) else {
-                printError("shadowsim: --param takes NAME=VALUE with a Lua identifier as NAME, got \"\(p)\"")
-                throw ExitCode(2)
-            }
-            params.append((name, value))
-        }
-        if policy != PolicyCatalog.bareMetalName {
-            do {
-                _ = try PolicyCatalog.factory(policy)
-            } catch {
-                printError("shadowsim: \(error.description)")
-                throw ExitCode(2)
-            }
-        }
-        var bug: PlantedBug?
-        if let injectBug {
-            guard let b = PlantedBug(rawValue: injectBug) else {
-                printError("shadowsim: unknown bug '\(injectBug)' (see `shadowsim bugs`)")
-                throw ExitCode(2)
-            }
-            bug = b
-        }
-        var limits = RunLimits()
-        limits.allowIO = allowIO
-        if let maxSteps {
-            guard maxSteps > 0 else { printError("shadowsim: --max-steps must be positive"); throw ExitCode(2) }
-            limits.maxSteps = maxSteps
-        }
-        if let maxMemory {
-            guard let bytes = parseByteSize(maxMemory) else {
-                printError("shadowsim: --max-memory: cannot read \"\(maxMemory)\" as a size (bytes, or K, M, G, T suffixes)")
-                throw ExitCode(2)
-            }
-            limits.maxMemory = bytes
-        }
-        if let timeout {
-            guard timeout > 0, timeout.isFinite else { printError("shadowsim: --timeout must be a positive number of seconds"); throw ExitCode(2) }
-            limits.timeout = timeout
-        }
+        let params = try parameters.parsed()
+        _ = try resolvePolicy(policy)
+        let bug = try plantedBug(injectBug, under: policy)
+        let limits = try budgets.limits(allowIO: allowIO)
+        try requireReadableScript(script)
         if let json {
             // Found out now, not after a long run whose results would then be lost.
             guard let f = fopen(json, "wb") else {
-                printError("shadowsim: --json \(json): cannot write: \(String(cString: strerror(errno)))")
-                throw ExitCode(2)
+                throw usageError("--json \(json): cannot write: \(String(cString: strerror(errno)))")
             }
             fclose(f)
         }
@@ -191,13 +146,15 @@ struct Policies: ParsableCommand {
 
 /// `shadowsim bugs`: the bugs --inject-bug can plant.
 struct Bugs: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the bugs --inject-bug can plant in the shadow MMU.")
+    static let configuration = CommandConfiguration(
+        abstract: "List the bugs --inject-bug can plant in the shadow MMU.",
+        discussion: "Each line ends with the policies whose code reaches the bug; --inject-bug refuses any other.")
 
     func run() throws {
         let width = PlantedBug.allCases.map(\.rawValue.count).max() ?? 0
         for bug in PlantedBug.allCases {
             print(bug.rawValue + String(repeating: " ", count: width - bug.rawValue.count + 2) + bug.summary
-                  + " [" + bug.policy + "]")
+                  + " [" + bug.policies.joined(separator: ", ") + (bug.isInEngine ? "; plugins that shadow" : "") + "]")
         }
     }
 }

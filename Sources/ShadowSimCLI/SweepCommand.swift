@@ -11,8 +11,9 @@ struct Sweep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a scenario over the cross product of parameter values and policies, in parallel, as JSON lines.",
         discussion: """
-            Each record: run, of, tool, scenario, policy, seed, params, status, error (if any), \
-            estimated_cycles and counters (summed over the scenario's VMs), and vms (each VM's report). \
+            Each record: run, of, tool, scenario, policy (its name; policy_path too for a .so), seed, params, checked, \
+            status, error (if any), estimated_cycles and counters (summed over the scenario's VMs), and vms (each VM's \
+            report). Every run has the architectural checker attached unless --no-check. \
             Records come in run order whatever --jobs is, so the same sweep gives the same file. \
             --shard i/n keeps the runs whose index is i modulo n (1-based i); `shadowsim merge` joins shards. \
             Exit status: 0 when every run passed, 1 when one failed, 2 for a bad command line.
@@ -36,8 +37,10 @@ struct Sweep: ParsableCommand {
     @Option(help: "Only shard i of n (i from 1), e.g. 2/8.")
     var shard: String?
 
-    @Flag(help: "Attach the checker to every run.")
-    var check = false
+    @Flag(inversion: .prefixedNo, help: "Attach the architectural checker to every run (--no-check for speed).")
+    var check = true
+
+    @OptionGroup var budgets: BudgetOptions
 
     @Flag(help: "Record each run's timeline of faults, syncs and flushes (charted by `shadowsim report`).")
     var trace = false
@@ -47,7 +50,7 @@ struct Sweep: ParsableCommand {
 
     struct Point {
         let index: Int
-        let policy: String
+        let policy: ResolvedPolicy
         let params: [(String, String)]
     }
 
@@ -63,13 +66,8 @@ struct Sweep: ParsableCommand {
             }
             axes.append((name, values.split(separator: ",").map(String.init)))
         }
-        let policyNames = policies.split(separator: ",").map(String.init)
-        for name in policyNames where name != PolicyCatalog.bareMetalName {
-            do { _ = try PolicyCatalog.factory(name) } catch {
-                printError("shadowsim: \(error.description)")
-                throw ExitCode(2)
-            }
-        }
+        let resolved = try resolvePolicies(policies)
+        _ = try budgets.limits()
         var (shardIndex, shardCount) = (1, 1)
         if let shard {
             let parts = shard.split(separator: "/").compactMap { Int($0) }
@@ -79,15 +77,12 @@ struct Sweep: ParsableCommand {
             }
             (shardIndex, shardCount) = (parts[0], parts[1])
         }
-        guard FileManager.default.isReadableFile(atPath: script) else {
-            printError("shadowsim: \(script): cannot read it")
-            throw ExitCode(2)
-        }
+        try requireReadableScript(script)
         // The cross product, parameters first (in the order given), then policy.
         var points: [[(String, String)]] = [[]]
         for (name, values) in axes { points = points.flatMap { p in values.map { p + [(name, $0)] } } }
         var all: [Point] = []
-        for params in points { for policy in policyNames { all.append(Point(index: all.count, policy: policy, params: params)) } }
+        for params in points { for policy in resolved { all.append(Point(index: all.count, policy: policy, params: params)) } }
         let mine = all.filter { $0.index % shardCount == shardIndex - 1 }
         let width = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
 
@@ -116,12 +111,13 @@ struct Sweep: ParsableCommand {
                 let json = scratch + "/run-\(point.index).json"
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-                p.arguments = ["run", script, "--policy", point.policy, "--seed", String(seed), "--json", json]
-                    + (check ? ["--check"] : []) + (trace ? ["--trace"] : []) + point.params.flatMap { ["--param", "\($0.0)=\($0.1)"] }
+                p.arguments = ["run", script, "--policy", point.policy.argument, "--seed", String(seed), "--json", json]
+                    + (check ? ["--check"] : []) + (trace ? ["--trace"] : []) + budgets.forwarded
+                    + point.params.flatMap { ["--param", "\($0.0)=\($0.1)"] }
                 p.standardOutput = FileHandle.nullDevice
                 p.standardError = FileHandle.nullDevice
                 try p.run()
-                cliLog.debug("sweep run started", metadata: ["run": "\(point.index)", "policy": "\(point.policy)",
+                cliLog.debug("sweep run started", metadata: ["run": "\(point.index)", "policy": "\(point.policy.label)",
                                                             "pid": "\(p.processIdentifier)"])
                 running.append((point, p, json))
             }
@@ -130,7 +126,7 @@ struct Sweep: ParsableCommand {
                 let record = record(point, total: all.count, status: process.terminationStatus, json: json)
                 if record["error"] != nil { failures += 1 }
                 finished[point.index] = record
-                progress.step("\(point.policy) \(point.params.map { "\($0.0)=\($0.1)" }.joined(separator: " "))",
+                progress.step(run: point.index, "\(point.policy.label) \(point.params.map { "\($0.0)=\($0.1)" }.joined(separator: " "))",
                               ok: record["error"] == nil)
                 // Write in run order as soon as the next record is in.
                 while nextToWrite < mine.count, let r = finished.removeValue(forKey: mine[nextToWrite].index) {
@@ -154,9 +150,10 @@ struct Sweep: ParsableCommand {
     func record(_ point: Point, total: Int, status: Int32, json: String) -> [String: Any] {
         var r: [String: Any] = [
             "run": point.index, "of": total, "tool": "shadowsim \(shadowSimVersion)", "scenario": script,
-            "policy": point.policy, "seed": seed,
+            "policy": point.policy.label, "seed": seed, "checked": check,
             "params": Dictionary(uniqueKeysWithValues: point.params.map { ($0.0, jsonValue(parameterValue($0.1))) }),
         ]
+        if point.policy.argument != point.policy.name { r["policy_path"] = point.policy.argument }
         guard let data = FileManager.default.contents(atPath: json),
               let report = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             r["status"] = "failed"
@@ -198,13 +195,14 @@ final class Progress {
 
     init(total: Int) { self.total = total }
 
-    func step(_ what: String, ok: Bool) {
+    /// Run `run` (the JSON records' `run` field) finished.
+    func step(run: Int, _ what: String, ok: Bool) {
         done += 1
         if isTerminal {
             let width = 30, filled = total == 0 ? width : done * width / total
             FileHandle.standardError.write(Data("\r[\(String(repeating: "#", count: filled))\(String(repeating: " ", count: width - filled))] \(done)/\(total)".utf8))
         } else {
-            FileHandle.standardError.write(Data("run \(done)/\(total): \(what) \(ok ? "ok" : "FAILED")\n".utf8))
+            FileHandle.standardError.write(Data("run \(run) (\(done)/\(total) done): \(what) \(ok ? "ok" : "FAILED")\n".utf8))
         }
     }
 
@@ -239,8 +237,15 @@ struct Merge: ParsableCommand {
         let runs = records.map(\.run)
         let duplicates = Set(runs.filter { r in runs.filter { $0 == r }.count > 1 })
         let missing = (0..<total).filter { !runs.contains($0) }
-        if !duplicates.isEmpty || !missing.isEmpty || records.contains(where: { $0.of != total }) {
-            printError("shadowsim: merged \(records.count) records; missing runs: \(missing.prefix(10).map(String.init).joined(separator: ", "))\(missing.count > 10 ? "…" : ""); repeated: \(duplicates.sorted().map(String.init).joined(separator: ", "))")
+        let inconsistent = records.filter { $0.of != total }.count
+        if !duplicates.isEmpty || !missing.isEmpty || inconsistent > 0 {
+            var problems: [String] = []
+            if !missing.isEmpty {
+                problems.append("missing runs: " + missing.prefix(10).map(String.init).joined(separator: ", ") + (missing.count > 10 ? "…" : ""))
+            }
+            if !duplicates.isEmpty { problems.append("repeated runs: " + duplicates.sorted().map(String.init).joined(separator: ", ")) }
+            if inconsistent > 0 { problems.append("\(inconsistent) records are from a sweep of another size than \(total) runs") }
+            printError("shadowsim: merged \(records.count) records; " + problems.joined(separator: "; "))
             throw ExitCode(1)
         }
     }

@@ -8,13 +8,15 @@ import ShadowSimPolicies
 import Glibc
 #endif
 
-/// `shadowsim test [PATH…] [--format text|tap|junit]`: scenario files as a test suite.
+/// `shadowsim test [PATH…] [--policy P,…] [--format text|tap|junit]`: scenario files as a test suite.
 struct Test: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run scenario files as a test suite: a line per scenario, a summary, TAP or JUnit XML.",
+        abstract: "Run scenario files as a test suite: a line per scenario run, a summary, TAP or JUnit XML.",
         discussion: """
             A directory stands for its .lua files (not those of its subdirectories, such as lib/). \
-            A scenario whose first line is `-- runs under: every policy` runs once per built-in policy and bare metal. \
+            A scenario whose first line is `-- runs under: every policy` runs once per policy: with --policy, under \
+            each policy given (a plugin .so included); without, under bare metal and every built-in policy. Other \
+            scenarios run under the first --policy (default kvm-unsync). Every line names the policy it ran under. \
             Scenarios run with the checker on unless --no-check. What they print goes to stderr. \
             Exit status: 0 when every scenario passes, 1 when one fails, 2 for a bad command line.
             """)
@@ -25,8 +27,8 @@ struct Test: ParsableCommand {
     @Option(help: "text, tap or junit.")
     var format = "text"
 
-    @Option(help: "Policy of scenarios that do not run under every policy.")
-    var policy = "kvm-unsync"
+    @Option(help: "Comma-separated policies (built-in names, bare-metal or .so paths) to validate: every-policy scenarios run under each, the others under the first.")
+    var policy: String?
 
     @Option(help: "Seed for every run.")
     var seed: UInt64 = 0
@@ -34,10 +36,14 @@ struct Test: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Check every access against what x86 allows.")
     var check = true
 
+    @OptionGroup var parameters: ParameterOptions
+
+    @OptionGroup var budgets: BudgetOptions
+
     struct Case {
         let name: String
         let path: String
-        let policy: String
+        let policy: ResolvedPolicy
         var failure: String?
         var seconds = 0.0
     }
@@ -47,34 +53,23 @@ struct Test: ParsableCommand {
     func run() throws {
         try logging.bootstrap()
         guard ["text", "tap", "junit"].contains(format) else {
-            printError("shadowsim: --format must be text, tap or junit, got \"\(format)\"")
-            throw ExitCode(2)
+            throw usageError("--format must be text, tap or junit, got \"\(format)\"")
         }
-        if policy != PolicyCatalog.bareMetalName {
-            do { _ = try PolicyCatalog.factory(policy) } catch {
-                printError("shadowsim: \(error.description)")
-                throw ExitCode(2)
-            }
-        }
+        let chosen = try policy.map(resolvePolicies)
+        let everyPolicy = try chosen ?? resolvePolicies(([PolicyCatalog.bareMetalName] + PolicyCatalog.builtins.map(\.name)).joined(separator: ","))
+        let single = try chosen?[0] ?? resolvePolicy("kvm-unsync")
+        let params = try parameters.parsed()
+        let limits = try budgets.limits()
         var files: [String] = []
         for path in paths.isEmpty ? ["scripts"] : paths {
-            guard let found = scenarioFiles(path) else {
-                printError("shadowsim: \(path): no such file or directory")
-                throw ExitCode(2)
-            }
+            guard let found = scenarioFiles(path) else { throw usageError("\(path): no such file or directory") }
             files += found
         }
-        guard !files.isEmpty else {
-            printError("shadowsim: no scenario files in \(paths.joined(separator: " "))")
-            throw ExitCode(2)
-        }
+        guard !files.isEmpty else { throw usageError("no scenario files in \(paths.joined(separator: " "))") }
         var cases: [Case] = []
         for file in files {
-            let everyPolicy = firstLine(file).hasPrefix("-- runs under: every policy")
-            let policies = everyPolicy ? [PolicyCatalog.bareMetalName] + PolicyCatalog.builtins.map(\.name) : [policy]
-            for p in policies {
-                cases.append(Case(name: everyPolicy ? "\(file) [\(p)]" : file, path: file, policy: p))
-            }
+            let policies = firstLine(file).hasPrefix("-- runs under: every policy") ? everyPolicy : [single]
+            for p in policies { cases.append(Case(name: "\(file) [\(p.label)]", path: file, policy: p)) }
         }
         luashim_catch_interrupt()
         if format == "tap" { print("TAP version 13\n1..\(cases.count)") }
@@ -83,7 +78,8 @@ struct Test: ParsableCommand {
             let saved = dup(1)
             dup2(2, 1)
             let t0 = monotonicSeconds()
-            let result = ScenarioRunner.run(path: cases[i].path, seed: seed, policy: cases[i].policy, check: check)
+            let result = ScenarioRunner.run(path: cases[i].path, seed: seed, parameters: params, policy: cases[i].policy.argument,
+                                            check: check, limits: limits)
             cases[i].seconds = monotonicSeconds() - t0
             fflush(nil)
             dup2(saved, 1)
@@ -93,10 +89,11 @@ struct Test: ParsableCommand {
             if result.exhausted == .interrupt { break }
         }
         let failed = cases.filter { $0.failure != nil }.count
+        let policies = Set(cases.map(\.policy.label)).sorted()
         switch format {
         case "junit": print(junit(cases))
         case "tap": print("# \(cases.count - failed) passed, \(failed) failed")
-        default: print("\(cases.count - failed) passed, \(failed) failed (\(cases.count) scenario runs)")
+        default: print("\(cases.count - failed) passed, \(failed) failed (\(cases.count) scenario runs under \(policies.joined(separator: ", ")))")
         }
         if failed > 0 { throw ExitCode(1) }
     }

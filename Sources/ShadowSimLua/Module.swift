@@ -138,9 +138,13 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
     mmuConfig.prefetch = try o.boolean("prefetch") ?? true
     if let host = try o.choice("host_pages", ["4k", "2m", "1g"]) { mmuConfig.hostPageSize = PageSize(name: host)! }
     mmuConfig.otherVCPUsRunning = try o.boolean("vcpus_running") ?? true
-    if let bug = try o.choice("inject_bug", PlantedBug.allCases.map(\.rawValue)) {
-        mmuConfig.plantedBugs = [PlantedBug(rawValue: bug)!]
-    } else if let bug = session.plantedBug {
+    if let name = try o.choice("inject_bug", PlantedBug.allCases.map(\.rawValue)) {
+        let bug = PlantedBug(rawValue: name)!
+        do { try PolicyCatalog.check(bug, under: policyName) } catch { throw call.argumentError(1, "option 'inject_bug': \(error.description)") }
+        mmuConfig.plantedBugs = [bug]
+    } else if let bug = session.plantedBug, (try? PolicyCatalog.check(bug, under: policyName)) != nil {
+        // --inject-bug was checked against --policy; a VM that names another policy gets
+        // the bug only if that policy's code can have it.
         mmuConfig.plantedBugs = [bug]
     }
     if let costs = try o.numberTable("costs") {

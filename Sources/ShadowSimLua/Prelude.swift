@@ -221,7 +221,11 @@ for _, name in ipairs{ "expect", "expect_eq", "expect_ne", "expect_ok", "expect_
     if r[1] then return table.unpack(r, 2, r.n) end
     local e = r[2]
     if type(e) ~= "string" then error(e, 0) end
-    error((e:gsub("^shadowsim%.prelude:%d+: ", "")), 2)
+    local stripped, n = e:gsub("^shadowsim%.prelude:%d+: ", "")
+    -- A message that already names a script line (an exhausted budget reports where the
+    -- script was) keeps it; one from here, or with no position, gets the caller's.
+    if n == 0 and e:find("^[^%s:]+:%d+: ") then error(e, 0) end
+    error(stripped, 2)
   end
 end
 """#

@@ -17,6 +17,8 @@ public struct PolicyFactory: Sendable {
     public let summary: String
     /// Where it came from: "built-in" or the .so path.
     public let origin: String
+    /// Whether its VMs get shadow pages (false: nested paging, no shadow MMU work).
+    public let shadowsGuestTables: Bool
     public let make: @Sendable () throws(PolicyLoadError) -> any SyncPolicy
 }
 
@@ -41,7 +43,25 @@ public enum PolicyCatalog {
     ]
 
     private static func builtin(_ sample: any SyncPolicy, _ make: @escaping @Sendable () -> any SyncPolicy) -> PolicyFactory {
-        PolicyFactory(name: sample.name, summary: sample.summary, origin: "built-in", make: { () throws(PolicyLoadError) in make() })
+        PolicyFactory(name: sample.name, summary: sample.summary, origin: "built-in",
+                      shadowsGuestTables: sample.shadowsGuestTables, make: { () throws(PolicyLoadError) in make() })
+    }
+
+    /// Refuses planting `bug` under `policy` (a name or .so path) when that policy's code
+    /// can never reach it: bare metal and nested paging have no shadow pages, a built-in
+    /// policy must be one the bug lists, a plugin must shadow guest tables and the bug
+    /// must be in the engine they all share.
+    public static func check(_ bug: PlantedBug, under policy: String) throws(PolicyLoadError) {
+        let refusal = "bug '\(bug.rawValue)' cannot happen under \(policy): it lives in code only \(bug.policies.joined(separator: ", ")) \(bug.policies.count == 1 ? "runs" : "run")"
+        guard policy != bareMetalName else {
+            throw PolicyLoadError(description: "bug '\(bug.rawValue)' cannot happen under bare-metal: there is no shadow MMU")
+        }
+        let factory = try factory(policy)
+        if factory.origin == "built-in" {
+            guard bug.policies.contains(factory.name) else { throw PolicyLoadError(description: refusal) }
+        } else {
+            guard factory.shadowsGuestTables, bug.isInEngine else { throw PolicyLoadError(description: refusal) }
+        }
     }
 
     /// A built-in policy by name, or a plugin when `nameOrPath` contains a `/` or ends
@@ -88,7 +108,8 @@ enum PluginLoader {
             return policy
         }
         let sample = try instantiate()
-        let factory = PolicyFactory(name: sample.name, summary: sample.summary, origin: path, make: instantiate)
+        let factory = PolicyFactory(name: sample.name, summary: sample.summary, origin: path,
+                                    shadowsGuestTables: sample.shadowsGuestTables, make: instantiate)
         loaded.withLock { $0[path] = factory }
         log.info("loaded policy plugin", metadata: ["path": "\(path)", "policy": "\(sample.name)", "abi": "\(abi)"])
         return factory

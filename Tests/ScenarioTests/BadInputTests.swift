@@ -55,7 +55,9 @@ import Glibc
         .init("vm_unknown_policy", "S.vm{ policy = \"no-such-policy\" }",
               "s.lua:2: unknown policy 'no-such-policy' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp; or the path of a policy .so)"),
         .init("vm_bad_bug", "S.vm{ inject_bug = \"no-such-bug\" }",
-              "s.lua:2: bad argument #1 to 'vm' (option 'inject_bug' must be one of \"skip-remote-flush-after-write-protect\", \"forget-mark-parents-unsync\", \"invlpg-current-root-only\", \"link-unsync-without-sync\", \"upper-level-unsync\", \"writable-spte-to-new-table\", \"drop-local-flush-after-sync\", \"sync-other-vms-pages\", \"zap-keeps-unsync\", \"dirty-clean-leaf-writable\", \"reuse-cached-root-without-sync\", \"miscount-unsync\", \"emulated-write-keeps-spte\", got \"no-such-bug\")"),
+              "s.lua:2: bad argument #1 to 'vm' (option 'inject_bug' must be one of \"skip-remote-flush-after-write-protect\", \"forget-mark-parents-unsync\", \"invlpg-current-root-only\", \"link-unsync-without-sync\", \"upper-level-unsync\", \"writable-spte-to-new-table\", \"drop-local-flush-after-sync\", \"sync-other-vms-pages\", \"zap-keeps-unsync\", \"dirty-clean-leaf-writable\", \"reuse-cached-root-without-sync\", \"miscount-unsync\", \"emulated-write-keeps-spte\", \"write-protect-skips-large-sptes\", got \"no-such-bug\")"),
+        .init("vm_bug_policy_cannot_have", "S.vm{ policy = \"bare-metal\", inject_bug = \"zap-keeps-unsync\" }",
+              "s.lua:2: bad argument #1 to 'vm' (option 'inject_bug': bug 'zap-keeps-unsync' cannot happen under bare-metal: there is no shadow MMU)"),
         .init("vcpu_missing", "local vm = S.vm{ vcpus = 2 }\nlocal c = vm.vcpu[3]\nc:read(0)",
               "s.lua:4: attempt to index a nil value (local 'c')"),
         .init("read_string", "local vm = S.vm{}\nvm.vcpu[1]:read(\"x\")",
@@ -202,6 +204,9 @@ import Glibc
 
     static let loop = "local vm = S.vm{}\nwhile true do end"
     static let grow = "local vm = S.vm{ memory = \"8M\" }\nlocal t = {}\nfor i = 1, 1e9 do t[i] = i end"
+    /// Budgets that run out inside a helper of the module: still the script's line.
+    static let helperLoop = "local vm = S.vm{}\nlocal c = vm:counters()\nwhile true do S.delta(c, c) end"
+    static let helperGrow = "local vm = S.vm{ memory = \"8M\" }\nlocal t = {}\nwhile true do t[#t + 1] = S.delta(vm:counters(), vm:counters()) end"
 
     /// The command line, and budgets.
     static let commandLineCases: [Case] = [
@@ -225,13 +230,21 @@ import Glibc
               "shadowsim: unknown bug 'nope' (see `shadowsim bugs`)"),
         .init("json_unwritable", arguments: ["s.lua", "--json", "/nonexistent/dir/x.json"], status: 2,
               "shadowsim: --json /nonexistent/dir/x.json: cannot write: No such file or directory"),
-        .init("script_missing", arguments: ["missing.lua"], status: 1,
-              "missing.lua: cannot open script: No such file or directory"),
+        .init("script_missing", arguments: ["missing.lua"], status: 2,
+              "shadowsim: missing.lua: cannot open script: No such file or directory"),
+        .init("inject_bug_policy_cannot_have", arguments: ["s.lua", "--inject-bug", "sync-other-vms-pages"], status: 2,
+              "shadowsim: bug 'sync-other-vms-pages' cannot happen under kvm-unsync: it lives in code only global-list runs"),
+        .init("inject_bug_under_tdp", arguments: ["s.lua", "--policy", "tdp", "--inject-bug", "zap-keeps-unsync"], status: 2,
+              "shadowsim: bug 'zap-keeps-unsync' cannot happen under tdp: it lives in code only kvm-unsync, global-list, vm-list, xen-oos run"),
         .init("step_budget", loop, arguments: ["s.lua", "--max-steps", "100000"], status: 3,
               "s.lua:3: the step budget is exhausted: more than 100000 Lua instructions (--max-steps)"),
         .init("time_budget", loop, arguments: ["s.lua", "--timeout", "0.3"], status: 3,
               "s.lua:3: the time budget is exhausted: the run took more than 0.3 seconds (--timeout)"),
         .init("memory_budget", grow, arguments: ["s.lua", "--max-memory", "16M"], status: 3,
+              "s.lua:4: the memory budget is exhausted: * bytes of Lua and guest memory in use, the limit is 16777216 (--max-memory)"),
+        .init("step_budget_in_helper", helperLoop, arguments: ["s.lua", "--max-steps", "100000"], status: 3,
+              "s.lua:4: the step budget is exhausted: more than 100000 Lua instructions (--max-steps)"),
+        .init("memory_budget_in_helper", helperGrow, arguments: ["s.lua", "--max-memory", "16M"], status: 3,
               "s.lua:4: the memory budget is exhausted: * bytes of Lua and guest memory in use, the limit is 16777216 (--max-memory)"),
     ]
 

@@ -58,5 +58,86 @@ import Foundation
         #expect(policy.status == 2 && policy.err.hasPrefix("shadowsim: unknown policy 'nope'"))
         let failing = try compare(["--policies", "bare-metal,kvm-unsync"], script: "local S = shadowsim\nS.expect_eq(1, 2, \"one\")\n")
         #expect(failing.status == 1 && failing.err.hasPrefix("s.lua:2: one: expected 2, got 1 (under bare-metal)"))
+        #expect(failing.err.contains("s.lua:2: one: expected 2, got 1 (under kvm-unsync)"), "every policy runs: \(failing.err)")
+        let missing = try compare(["--policies", "kvm-unsync"], script: "")
+        #expect(missing.status == 0)
+        var absent: (status: Int32, out: String, err: String)?
+        try CLIProcess.withDirectory([:]) { dir in absent = try CLIProcess.run(["compare", "none.lua"], in: dir) }
+        #expect(absent!.status == 2 && absent!.err.hasPrefix("shadowsim: none.lua: cannot open script"))
+    }
+
+    /// A run that fails is shown, with what it had gathered, and is never best; the
+    /// checker is on unless --no-check, and the output says so.
+    @Test func failedRunsAreShownButNeverBest() throws {
+        // Under wp-emulate the scenario stops early: lower counters than any other run.
+        let script = CompareTests.script + "\nif shadowsim.default_policy == 'wp-emulate' then error('stopped early') end\n"
+        let stopEarly = "local S = shadowsim\nS.vm{}\nif S.default_policy == 'wp-emulate' then error('stopped early') end\n" + CompareTests.script
+        let r = try compare(["--policies", "kvm-unsync,wp-emulate,vm-list", "--format", "json"], script: stopEarly)
+        #expect(r.status == 1 && r.err.contains("stopped early (under wp-emulate)"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        #expect(object["checked"] as? Bool == true)
+        let runs = try #require(object["runs"] as? [[String: Any]])
+        #expect(runs.map { $0["status"] as? String } == ["passed", "failed", "passed"])
+        let rows = try #require(object["rows"] as? [[String: Any]])
+        #expect(!rows.isEmpty)
+        for row in rows { #expect(!((row["best"] as? [String]) ?? []).contains("wp-emulate"), "\(row)") }
+        let writes = try #require(rows.first { $0["counter"] as? String == "writes" }?["values"] as? [String: Int])
+        #expect(writes["wp-emulate"] == 0 && writes["kvm-unsync"]! > 0, "the failed run's counters are shown as gathered")
+        let table = try compare(["--policies", "kvm-unsync,wp-emulate", "--no-check"], script: script)
+        #expect(table.status == 1)
+        let status = table.out.split(separator: "\n")[1].split(separator: " ").map(String.init)
+        #expect(status == ["status", "ok", "FAILED"], "\(table.out)")
+        #expect(table.out.contains("(checker off: a policy that breaks the architecture can look best)"))
+        #expect(table.out.contains("wp-emulate failed: "))
+    }
+
+    /// `stale_allowed` counts accesses only a stale translation explains: a guest that
+    /// rewrites a PTE and reads before invalidating gets the old page on bare metal and
+    /// under kvm-unsync (the table goes unsync, nothing is flushed), but not under
+    /// wp-emulate, whose emulated store flushes what the guest forgot to.
+    @Test func staleAllowedShowsAMissingInvalidation() throws {
+        let script = """
+            local S = shadowsim
+            local vm = S.vm{}
+            local p = vm:space()
+            local old, new = vm:alloc_frame(), vm:alloc_frame()
+            p:map(0x400000, old, { accessed = true, dirty = true })
+            local cpu = vm.vcpu[1]
+            S.expect_ok(cpu:load_cr3(p))
+            S.expect_ok(cpu:read(0x400000, 8, 3))
+            p:map(0x400000, new, { accessed = true, dirty = true })
+            local _, gpa = S.expect_ok(cpu:read(0x400000, 8, 3))
+            S.record("stale", gpa == old)
+            """
+        let r = try compare(["--policies", "bare-metal,kvm-unsync,wp-emulate", "--format", "json"], script: script)
+        #expect(r.status == 0, "\(r.err)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let rows = try #require(object["rows"] as? [[String: Any]])
+        let stale = try #require(rows.first { $0["counter"] as? String == "stale_allowed" }?["values"] as? [String: Int])
+        #expect(stale == ["bare-metal": 1, "kvm-unsync": 1, "wp-emulate": 0])
+        let unchecked = try compare(["--policies", "kvm-unsync", "--no-check", "--format", "csv"], script: script)
+        #expect(!unchecked.out.contains("stale_allowed"), "without the checker nothing judges staleness")
+    }
+
+    /// The cycle estimate comes with its components, which add up to it.
+    @Test func cyclesComeWithTheirComponents() throws {
+        let r = try compare(["--policies", "kvm-unsync,tdp,bare-metal", "--format", "json"])
+        #expect(r.status == 0)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let rows = try #require(object["rows"] as? [[String: Any]])
+        for policy in ["kvm-unsync", "tdp", "bare-metal"] {
+            func value(_ row: [String: Any]) -> Int { (row["values"] as? [String: Int])?[policy] ?? -1 }
+            let total = try #require(rows.first { $0["counter"] as? String == "estimated_cycles" }).map(value)!
+            let parts = rows.filter { ($0["counter"] as? String)?.hasPrefix("cycles:") == true }.map(value)
+            #expect(parts.count == 13 && parts.allSatisfy { $0 >= 0 }, "\(policy): every component, bare metal included")
+            #expect(abs(parts.reduce(0, +) - total) <= parts.count, "\(policy): \(parts) add up to \(total)")
+        }
+        // Nested paging pays each EPT violation's exit once, and its 2-D walks are not
+        // also counted as software walks of the guest's tables.
+        func tdp(_ row: String) throws -> Int { try #require((rows.first { $0["counter"] as? String == row }?["values"] as? [String: Int])?["tdp"]) }
+        #expect(try tdp("ept_violations") > 0 && tdp("guest_walk_levels") == 0 && tdp("cycles:guest_walks") == 0)
+        #expect(try tdp("cycles:exits") == 2000 * tdp("exits"))
+        #expect(try tdp("cycles:ept_violations") == 1000 * tdp("ept_violations"))
+        #expect(try tdp("cycles:tdp_walks") == 600 * tdp("tdp_walks"))
     }
 }

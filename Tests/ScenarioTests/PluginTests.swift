@@ -52,6 +52,32 @@ import ArgumentParser
         #expect(result.report.serialized().contains("\"policy\": \"kvm-flush-on-reuse\""))
     }
 
+    /// Validating a plugin: `shadowsim test --policy X.so` runs every every-policy
+    /// scenario under the plugin and names it on each line; the good example passes, the
+    /// one that neither syncs nor flushes on a flushing CR3 load fails under the checker.
+    @Test func testCommandValidatesAPluginUnderEveryPolicyScenario() throws {
+        let package = Self.root + "/examples/policy-plugin"
+        let (status, output) = try Self.run(["swift", "build", "--disable-build-manifest-caching", "--package-path", package])
+        try #require(status == 0, "building examples/policy-plugin failed:\n\(output)")
+        let scenarios = ["scripts/policy_equivalence.lua", "scripts/sync_paths.lua", "scripts/suite_task_switch.lua"]
+        let good = try CLIProcess.run(["test"] + scenarios + ["--policy", package + "/.build/debug/libFlushOnReuse.so"], in: Self.root)
+        #expect(good.status == 0, "\(good.out)")
+        #expect(good.out.contains("ok    scripts/policy_equivalence.lua [kvm-flush-on-reuse] ("), "\(good.out)")
+        #expect(good.out.contains("3 passed, 0 failed (3 scenario runs under kvm-flush-on-reuse)"), "\(good.out)")
+        let broken = try CLIProcess.run(["test"] + scenarios + ["--policy", package + "/.build/debug/libNoSyncOnFlush.so"], in: Self.root)
+        #expect(broken.status == 1, "\(broken.out)")
+        #expect(broken.out.contains("FAIL  scripts/policy_equivalence.lua [no-sync-on-flush]: "), "\(broken.out)")
+        #expect(broken.out.contains("architectural violation"), "caught by the checker: \(broken.out)")
+        // compare heads a plugin's column with its policy's name; when a built-in and its
+        // .so would share one, the argument tells them apart.
+        let builtinSO = (BadInputTests.executable as NSString).deletingLastPathComponent + "/libKVMUnsyncPolicy.so"
+        let so = package + "/.build/debug/libFlushOnReuse.so"
+        let table = try CLIProcess.run(["compare", "examples/quickstart.lua", "--policies", "kvm-unsync,\(builtinSO),\(so)",
+                                        "--format", "csv"], in: Self.root)
+        #expect(table.status == 0, "\(table.err)")
+        #expect(table.out.hasPrefix("counter,kvm-unsync,kvm-unsync (\(builtinSO)),kvm-flush-on-reuse\n"), "\(table.out.prefix(200))")
+    }
+
     /// examples/embedding: a separate package that embeds the core library, plugs in two
     /// policies of its own, drives a guest from Swift with the checker on and prints
     /// the counters. It builds, runs, and its policies differ as they should.

@@ -54,6 +54,12 @@ import Foundation
             #expect(merged.status == 0 && merged.out == a)
             let partial = try shadowsim(["merge", "s1.jsonl", "s2.jsonl"], in: dir)
             #expect(partial.status == 1 && partial.err.contains("missing runs: 2, 5, 8, 11"))
+            #expect(!partial.err.contains("repeated"), "nothing is repeated: \(partial.err)")
+            let repeated = try shadowsim(["merge", "s1.jsonl", "s1.jsonl", "s2.jsonl", "s3.jsonl"], in: dir)
+            #expect(repeated.status == 1 && repeated.err.contains("repeated runs: 0, 3, 6, 9") && !repeated.err.contains("missing"))
+            // Progress lines number runs as the records do.
+            #expect(one.err.contains("run 0 (1/12 done): kvm-unsync pages=2 rounds=1 ok"), "\(one.err)")
+            #expect(first["checked"] as? Bool == true, "sweeps run with the checker by default")
         }
     }
 

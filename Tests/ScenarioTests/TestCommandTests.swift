@@ -13,6 +13,7 @@ import FoundationXML
             "suite/a_pass.lua": "local S = shadowsim\nprint('chatter')\nS.expect_eq(1 + 1, 2)\n",
             "suite/b_fail.lua": "local S = shadowsim\nS.expect_eq(1 + 1, 3, \"sum\")\n",
             "suite/lib/helper.lua": "error('a library is not a scenario')\n",
+            "every/e.lua": "-- runs under: every policy\nshadowsim.record('default', shadowsim.default_policy)\n",
         ]) { dir in result = try CLIProcess.run(["test"] + arguments, in: dir) }
         return result!
     }
@@ -22,9 +23,9 @@ import FoundationXML
         #expect(r.status == 1)
         let lines = r.out.split(separator: "\n").map(String.init)
         #expect(lines.count == 3)
-        #expect(lines[0].hasPrefix("ok    suite/a_pass.lua ("))
-        #expect(lines[1] == "FAIL  suite/b_fail.lua: suite/b_fail.lua:2: sum: expected 3, got 2")
-        #expect(lines[2] == "1 passed, 1 failed (2 scenario runs)")
+        #expect(lines[0].hasPrefix("ok    suite/a_pass.lua [kvm-unsync] ("))
+        #expect(lines[1] == "FAIL  suite/b_fail.lua [kvm-unsync]: suite/b_fail.lua:2: sum: expected 3, got 2")
+        #expect(lines[2] == "1 passed, 1 failed (2 scenario runs under kvm-unsync)")
         #expect(r.err.contains("chatter"), "scenario output goes to stderr")
     }
 
@@ -33,8 +34,8 @@ import FoundationXML
         #expect(r.status == 1)
         let lines = r.out.split(separator: "\n").map(String.init)
         #expect(Array(lines.prefix(2)) == ["TAP version 13", "1..2"])
-        #expect(lines[2].hasPrefix("ok 1 - suite/a_pass.lua # "))
-        #expect(lines[3] == "not ok 2 - suite/b_fail.lua")
+        #expect(lines[2].hasPrefix("ok 1 - suite/a_pass.lua [kvm-unsync] # "))
+        #expect(lines[3] == "not ok 2 - suite/b_fail.lua [kvm-unsync]")
         #expect(lines.contains("  message: \"suite/b_fail.lua:2: sum: expected 3, got 2\""))
     }
 
@@ -53,5 +54,42 @@ import FoundationXML
         #expect(format.status == 2 && format.err == "shadowsim: --format must be text, tap or junit, got \"xml\"\n")
         let missing = try test(["nowhere"])
         #expect(missing.status == 2 && missing.err == "shadowsim: nowhere: no such file or directory\n")
+        let policy = try test(["--policy", "kvm-unsync,no-such", "suite"])
+        #expect(policy.status == 2 && policy.err.hasPrefix("shadowsim: unknown policy 'no-such'"))
+        let steps = try test(["--max-steps", "0", "suite"])
+        #expect(steps.status == 2 && steps.err == "shadowsim: --max-steps must be positive\n")
+    }
+
+    /// Without --policy an every-policy scenario runs under bare metal and each built-in
+    /// policy; with --policy, under exactly the policies given, and every line says which.
+    @Test func everyPolicyScenariosRunUnderTheGivenPolicies() throws {
+        let all = try test(["every"])
+        #expect(all.status == 0)
+        let names = ["bare-metal", "kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp"]
+        for name in names { #expect(all.out.contains("ok    every/e.lua [\(name)] ("), "\(name): \(all.out)") }
+        let given = try test(["every", "--policy", "xen-oos,wp-emulate"])
+        #expect(given.status == 0)
+        let lines = given.out.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3)
+        #expect(lines[0].hasPrefix("ok    every/e.lua [xen-oos] ("))
+        #expect(lines[1].hasPrefix("ok    every/e.lua [wp-emulate] ("))
+        #expect(lines[2] == "2 passed, 0 failed (2 scenario runs under wp-emulate, xen-oos)")
+    }
+
+    /// Budgets and parameters reach every scenario run: a hung scenario stops.
+    @Test func budgetsAndParametersApply() throws {
+        var r: (status: Int32, out: String, err: String)?
+        try CLIProcess.withDirectory([
+            "hang.lua": "while true do end\n",
+            "param.lua": "shadowsim.expect_eq(shadowsim.params.n, 7)\n",
+        ]) { dir in
+            r = try CLIProcess.run(["test", "hang.lua", "--max-steps", "100000"], in: dir)
+            #expect(r!.status == 1)
+            #expect(r!.out.contains("FAIL  hang.lua [kvm-unsync]: hang.lua:1: the step budget is exhausted"), "\(r!.out)")
+            r = try CLIProcess.run(["test", "hang.lua", "--timeout", "0.5"], in: dir)
+            #expect(r!.status == 1 && r!.out.contains("the time budget is exhausted"))
+            r = try CLIProcess.run(["test", "param.lua", "--param", "n=7"], in: dir)
+            #expect(r!.status == 0, "\(r!.out)")
+        }
     }
 }

@@ -59,4 +59,22 @@ describe("the shadowsim module under lua5.4", function()
       assert.are.equal(p, vm.policy)
     end
   end)
+
+  it("has the same counters under every policy, zero where nothing happened", function()
+    local names
+    for _, p in ipairs{ "bare-metal", "kvm-unsync", "tdp" } do
+      local vm = S.vm{ policy = p }
+      local c, v = vm:counters(), vm.vcpu[1]:counters()
+      local keys = {}
+      for k in pairs(c) do keys[#keys + 1] = k end
+      table.sort(keys)
+      names = names or keys
+      assert.are.same(names, keys)
+      if p == "bare-metal" then
+        assert.are.equal(0, c.exits)
+        assert.are.equal(0, c.mmu_unsync)
+        assert.are.equal(0, v.exits)
+      end
+    end
+  end)
 end)

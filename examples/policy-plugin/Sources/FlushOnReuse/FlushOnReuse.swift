@@ -1,7 +1,7 @@
 import ShadowMMU
 import X86
 
-/// KVM with its `flush_on_reuse` debug switch (reference §9, P7c): like kvm-unsync, but
+/// KVM with its `flush_on_reuse` debug switch: like kvm-unsync, but
 /// reusing a cached root always syncs it and flushes, even on a no-flush CR3 load.
 /// Compare its pages_synced and tlb_flush with kvm-unsync on PCID-heavy workloads to
 /// see what the no-flush fast path saves.

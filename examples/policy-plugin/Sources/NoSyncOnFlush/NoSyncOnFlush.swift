@@ -1,0 +1,47 @@
+import ShadowMMU
+import X86
+
+/// A deliberately wrong policy, to show what validating a plugin catches: like
+/// kvm-unsync, but a flushing MOV to CR3 neither syncs the unsync tables the new root
+/// reaches nor flushes the TLB. Every scenario that passes under bare metal still runs
+/// under it; `shadowsim test scripts --policy .build/debug/libNoSyncOnFlush.so` fails
+/// with the architectural checker's report of the first stale translation it hands out.
+public final class NoSyncOnFlush: SyncPolicy {
+    public let name = "no-sync-on-flush"
+    public let summary = "broken on purpose: a flushing CR3 load neither syncs nor flushes"
+    public let lockDomain = LockDomain.vmLock
+    public let shadowsGuestTables = true
+
+    public init() {}
+    public func attach(to mmu: ShadowMMU) {}
+
+    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
+        mmu.unsyncLeafShadows(of: gfn, request)
+    }
+
+    /// The mistake: the root is switched, and that is all.
+    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        if pdptesChanged { vcpu.freeRoots(.current) }
+        if vcpu.vcpu.cr3 != previousCR3 { vcpu.switchRoot(to: vcpu.vcpu.cr3) }
+    }
+
+    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { vcpu.syncCurrentRoots() }
+
+    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
+        vcpu.flushHardwareAddress(va)
+        vcpu.resyncEntry(va, roots: roots)
+    }
+
+    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { vcpu.invalidatePCIDRoots(pcid) }
+
+    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        vcpu.syncCurrentRoots()
+        vcpu.freeUnsyncCachedRoots()
+    }
+}
+
+@_cdecl("shadowsim_policy_abi")
+public func shadowsimPolicyABI() -> Int32 { PluginABI.version }
+
+@_cdecl("shadowsim_policy_create")
+public func shadowsimPolicyCreate() -> UnsafeMutableRawPointer? { PluginABI.export(NoSyncOnFlush()) }
