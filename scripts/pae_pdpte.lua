@@ -1,3 +1,4 @@
+-- runs under: every policy
 -- pae_pdpte.lua -- the PAE PDPTE registers (Intel SDM vol. 3A 4.4.1, 4.4.2,
 -- Table 4-7/4-8; MOV CR #GP conditions in vol. 2).
 --
@@ -16,8 +17,8 @@
 --    PDPTEs is #GP too and leaves CR4 unchanged.
 --  * A not-present PDPTE register gives #PF with P = 0 (W/U as the access says).
 --  * CR3 bits 4:0 are ignored: the PDPT is 32-byte aligned, not page aligned.
--- Runs on bare metal (policy "bare-metal"): it checks the processor's own TLB, which a
--- hypervisor may legitimately flush more often.
+-- Runs under every policy: a shadow MMU must follow the PDPTE registers too (a MOV to
+-- CR4 that reloads them with other values leaves its PAE root stale otherwise).
 local S = shadowsim
 local PTE, PF = S.PTE, S.PF
 
@@ -27,7 +28,7 @@ local pf_is = S.expect_fault
 
 local delta_is = S.expect_delta
 
-local vm = S.vm{ policy = "bare-metal",  mode = "pae" }
+local vm = S.vm{ mode = "pae" }
 local c = vm.vcpu[1]
 local s, s2 = vm:space{}, vm:space{}
 local VA, VA2 = 0x00400000, 0x00401000         -- both under PDPTE 0
@@ -128,7 +129,7 @@ read_is(c, VA, f[1], 0x9901, "all PDPTEs good again")
 
 ---------------------------------------------------------------- MAXPHYADDR 36
 do
-  local vm36 = S.vm{ policy = "bare-metal",  mode = "pae", maxphyaddr = 36 }
+  local vm36 = S.vm{ mode = "pae", maxphyaddr = 36 }
   local c36 = vm36.vcpu[1]
   local t = vm36:space{}
   local g = t:entry(VB, 3)

@@ -19,6 +19,8 @@
 --  4. Splitting and merging the way the SDM recommends (4.10.4.2): clear P, INVLPG,
 --     install the new entry (not present -> present): no further invalidation needed.
 --  5. Another vCPU with the large page cached sees a remap after its own INVLPG.
+--  6. A 4 KiB frame inside the large page becomes a page table of another range; a store
+--     through the large page into it changes that range's translation.
 local S = shadowsim
 local P, PF = S.PTE, S.PF
 local expect_ok = S.expect_ok
@@ -152,6 +154,27 @@ local function large(vm, s, cfg, what)
     reads(c, va + off, G1 + off, what .. " 5: vCPU 1, offset " .. S.hex(off))
   end
   expect_ok(c2:load_cr3(vm.kernel))
+
+  ---------------------------------------------------------------- 6. a frame inside it becomes a page table
+  -- A 4 KiB frame of the large page (written through it: writable, D set) becomes the
+  -- page table of another range. Shadowing that table must take write access away
+  -- from every mapping of the frame, large ones that cover it included, so that a later
+  -- store through the large page into the table is seen: after an INVLPG, the range
+  -- translates as the table now says.
+  local TF = G1 + 3 * 0x1000                      -- a frame no host store touched
+  local KF, MF = vm:alloc_frame(), vm:alloc_frame()
+  local Y = 0x02000000
+  local PTEF = P.P | P.RW | P.US | P.A | P.D
+  expect_ok(c:write(va + 3 * 0x1000, KF | PTEF, esz, 3))
+  s:map(Y, vm:alloc_frame())                      -- Y's upper tables
+  s:set_entry(Y, 2, TF | P.P | P.RW | P.US | P.A, { by = c })
+  expect_ok(c:invlpg(Y))
+  reads(c, Y, KF, what .. " 6: Y through the table inside the large page")
+  expect_ok(c:write(va + 3 * 0x1000, MF | PTEF, esz, 3))
+  expect_ok(c:invlpg(Y))
+  reads(c, Y, MF, what .. " 6: a store through the large page changed the table")
+  s:set_entry(Y, 2, 0, { by = c })
+  expect_ok(c:invlpg(Y))
 end
 
 local CFG = {

@@ -8,66 +8,31 @@
 --     bits of the leaf and of one upper level, for 4 KiB and large pages: outcome,
 --     gpa, error code and the A/D bits left in every entry;
 --  2. the same on seeded random entries (random present/reserved/PS/address bits,
---     MAXPHYADDR and addresses, including non-canonical ones);
---  3. a real vCPU, with the entries in guest memory, gives the same result on the
---     first access (TLB miss, walk) and on a repeat (TLB hit, or the re-walk a write
---     through a clean entry needs), and leaves the same A/D bits in memory.
--- Arguments: `-- random=N machine=N` to change the number of random/machine cases.
--- Runs on bare metal (policy "bare-metal"): it checks the processor's own TLB, which a
--- hypervisor may legitimately flush more often.
+--     MAXPHYADDR and addresses, including non-canonical ones).
+-- The same cases through a real vCPU under every policy: x86_rights_machine.lua.
+-- Arguments: `-- random=N` to change the number of random cases.
 local S = shadowsim
 local ref = require("x86_ref")
+local W = require("walk_cases")
 
-local opts = { random = 20000, machine = 4000 }
+local opts = { random = 20000 }
 for _, a in ipairs(S.args) do
   local k, v = a:match("^(%w+)=(%d+)$")
   if k and opts[k] then opts[k] = tonumber(v) end
 end
 
-local MODES = { "legacy32", "pae", "long4", "long5" }
-local LEVELS = { legacy32 = 2, pae = 3, long4 = 4, long5 = 5 }
-local P, RW, US, A, D, PS, NX = 1, 2, 4, 0x20, 0x40, 0x80, 1 << 63
-local ACCESSES = { "read", "write", "fetch" }
-
-local failures, checked = 0, 0
-local function describe(c)
-  local parts = {}
-  for _, k in ipairs({ "mode", "access", "cpl", "cr0_wp", "cr4_pse", "cr4_smep", "cr4_smap", "efer_nxe",
-                       "rflags_ac", "maxphyaddr" }) do
-    if c[k] ~= nil then parts[#parts + 1] = k .. "=" .. tostring(c[k]) end
-  end
-  parts[#parts + 1] = "va=" .. S.hex(c.va)
-  local es = {}
-  for i, e in ipairs(c.entries) do es[i] = S.hex(e) end
-  parts[#parts + 1] = "entries={" .. table.concat(es, ",") .. "}"
-  return table.concat(parts, " ")
-end
-
-local function same(a, b)
-  if a.outcome ~= b.outcome then return false, "outcome " .. tostring(a.outcome) .. " vs " .. tostring(b.outcome) end
-  if a.outcome == "ok" and a.gpa ~= b.gpa then return false, "gpa " .. S.hex(a.gpa) .. " vs " .. S.hex(b.gpa) end
-  if a.outcome == "pf" and a.error_code ~= b.error_code then
-    return false, "error code " .. S.hex(a.error_code) .. " vs " .. S.hex(b.error_code)
-  end
-  for i = 1, #b.entries do
-    if a.entries[i] ~= b.entries[i] then
-      return false, ("entry %d after the access: %s vs %s"):format(i, S.hex(a.entries[i]), S.hex(b.entries[i]))
-    end
-  end
-  return true
-end
-
-local function report(where, case, why)
-  failures = failures + 1
-  if failures <= 10 then print(("MISMATCH (%s): %s\n  simulator vs reference: %s"):format(where, describe(case), why)) end
-end
+local MODES, LEVELS, ACCESSES = W.MODES, W.LEVELS, W.ACCESSES
+local P, RW, US, A, D, PS, NX = W.P, W.RW, W.US, W.A, W.D, W.PS, W.NX
+local chance = W.chance
+local mismatches = W.reporter()
+local checked = 0
 
 local function compare(case)
   checked = checked + 1
   local got = S.x86.walk(case)
   local want = ref.walk(case)
-  local ok, why = same(got, want)
-  if not ok then report("x86.walk", case, why) end
+  local ok, why = W.same(got, want)
+  if not ok then mismatches.report("x86.walk", case, why) end
   return want
 end
 
@@ -140,8 +105,6 @@ local structured = checked
 ---------------------------------------------------------------------------------------
 -- 2. Seeded random entries.
 ---------------------------------------------------------------------------------------
-local function chance(p) return S.random() < p end
-
 local function random_entry(mode, maxphy)
   local e = 0
   if mode == "legacy32" then
@@ -187,109 +150,7 @@ for i = 1, opts.random do
 end
 local randomized = checked - structured
 
----------------------------------------------------------------------------------------
--- 3. The machine path: the same kind of cases through a vCPU and guest memory.
----------------------------------------------------------------------------------------
-local machine_checked = 0
-for _, mode in ipairs(MODES) do
-  local vm = S.vm{ policy = "bare-metal",  mode = mode, memory = "64M", maxphyaddr = 46, pse = true }
-  local cpu = vm.vcpu[1]
-  local levels = LEVELS[mode]
-  local esize = mode == "legacy32" and 4 or 8
-  local space = vm:space()
-  -- A private chain of tables for the test address: tables[L] is the table at level L.
-  local tables = {}
-  tables[levels] = space.cr3
-  for lvl = levels - 1, 1, -1 do tables[lvl] = vm:alloc_frame() end
-  local data4k = vm:alloc_frame()
-  local va = mode == "legacy32" and 0x00801234 or (mode == "pae" and 0x40201234 or 0x0000123440201234)
-  local function index(lvl)
-    if mode == "legacy32" then return (va >> (12 + 10 * (lvl - 1))) & 0x3FF end
-    if mode == "pae" and lvl == 3 then return (va >> 30) & 3 end
-    return (va >> (12 + 9 * (lvl - 1))) & 0x1FF
-  end
-  local function entry_gpa(lvl) return tables[lvl] + index(lvl) * esize end
-  S.expect_ok(cpu:load_cr3(space))
-
-  for n = 1, opts.machine // 4 do
-    -- Rights and A/D at random, P mostly set, a large leaf sometimes.
-    local large_level = nil
-    if chance(0.3) then large_level = (mode ~= "legacy32" and mode ~= "pae" and chance(0.3)) and 3 or 2 end
-    local entries = {}
-    for lvl = levels, 1, -1 do
-      local e
-      if mode == "pae" and lvl == 3 then
-        e = tables[2] | P
-        if chance(0.03) then e = e | RW end                      -- reserved in a PDPTE: #GP at load
-      elseif large_level and lvl == large_level then
-        e = (lvl == 3 and 0 or 0x00C00000) | PS
-      elseif large_level and lvl < large_level then
-        e = 0
-      else
-        e = lvl == 1 and data4k or tables[lvl - 1]
-      end
-      if not (mode == "pae" and lvl == 3) and (not large_level or lvl >= large_level) then
-        if chance(0.95) then e = e | P end
-        if chance(0.75) then e = e | RW end
-        if chance(0.75) then e = e | US end
-        if chance(0.4) then e = e | A end
-        if chance(0.4) then e = e | D end
-        if mode ~= "legacy32" and chance(0.2) then e = e | NX end
-        if chance(0.03) and mode ~= "legacy32" then e = e | (1 << 51) end   -- reserved at M = 46
-      end
-      entries[#entries + 1] = e
-    end
-    local ctl = { wp = chance(0.5), smep = chance(0.5), smap = chance(0.5), nxe = mode ~= "legacy32" and true or chance(0.5),
-                  ac = chance(0.5) }
-    local access = ACCESSES[S.random(1, 3)]
-    local cpl = chance(0.5) and 3 or 0
-    local case = { mode = mode, va = va, access = access, cpl = cpl, cr0_wp = ctl.wp, cr4_pse = true,
-                   cr4_smep = ctl.smep, cr4_smap = ctl.smap, efer_nxe = ctl.nxe, rflags_ac = ctl.ac,
-                   maxphyaddr = 46, entries = entries }
-    -- In PAE mode MOV to CR4 reloads the PDPTEs: leave a valid one there first.
-    if mode == "pae" then vm:write_phys(entry_gpa(3), tables[2] | P, 8) end
-    S.expect_ok(cpu:set{ wp = ctl.wp, smep = ctl.smep, smap = ctl.smap, nxe = ctl.nxe, ac = ctl.ac, cpl = 0 })
-    for i, e in ipairs(entries) do vm:write_phys(entry_gpa(levels - i + 1), e, esize) end
-    cpu:invlpg(va)
-
-    local function read_entries()
-      local list = {}
-      for i = 1, levels do list[i] = vm:read_phys(entry_gpa(levels - i + 1), esize) end
-      return list
-    end
-    local function machine_access()
-      if mode == "pae" then
-        local ok, fault = cpu:load_cr3(space)
-        if not ok then return { outcome = fault.kind, entries = read_entries() } end
-      end
-      local first, second
-      if access == "read" then first, second = cpu:read(va, 1, cpl)
-      elseif access == "write" then first, second = cpu:write(va, 0x5A, 1, cpl)
-      else first, second = cpu:fetch(va, cpl) end
-      local r = {}
-      if first == nil then
-        r.outcome, r.error_code = second.kind, second.error_code
-      else
-        r.outcome, r.gpa = "ok", access == "read" and second or first
-      end
-      r.entries = read_entries()
-      return r
-    end
-
-    for attempt = 1, 2 do
-      local want = ref.walk(case)
-      local got = machine_access()
-      machine_checked = machine_checked + 1
-      -- The machine reads and writes memory through the large page too: only check
-      -- pages that exist in this 64 MiB guest.
-      local ok, why = same(got, want)
-      if not ok then report(("machine, access %d"):format(attempt), case, why) end
-      case.entries = want.entries   -- the repeat starts from what the first access left
-    end
-  end
-end
-
-print(("x86 walk matrix: %d structured + %d random one-shot walks, %d machine accesses; %d mismatches")
-  :format(structured, randomized, machine_checked, failures))
-S.record("walk_matrix", { structured = structured, random = randomized, machine = machine_checked, mismatches = failures })
-S.expect_eq(failures, 0, "mismatches with the reference walker")
+print(("x86 walk matrix: %d structured + %d random one-shot walks; %d mismatches")
+  :format(structured, randomized, mismatches.failures))
+S.record("walk_matrix", { structured = structured, random = randomized, mismatches = mismatches.failures })
+S.expect_eq(mismatches.failures, 0, "mismatches with the reference walker")

@@ -12,6 +12,9 @@ import ShadowMMU
         ("scripts/policy_global_list.lua", []),
         ("scripts/policy_kvm_unsync.lua", []),
         ("examples/quickstart.lua", []),
+        ("scripts/suite_rights_unsync.lua", []),
+        ("scripts/suite_frame_reuse.lua", []),
+        ("scripts/suite_large_pages.lua", []),
     ]
 
     static func caughtByChecker(_ result: ScenarioResult) -> Bool {
