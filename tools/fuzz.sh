@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Fuzzes the shadow MMU with libFuzzer: bytes become operation sequences on several
-# VMs and vCPUs, run under every policy with the architectural checker on (see
-# Sources/ShadowSimFuzzKit). A checker violation, a broken MMU invariant or a trap is a
-# crash; libFuzzer saves the input under .build-fuzz/findings/.
+# Fuzzes the shadow MMU with libFuzzer: bytes become a guest's operations on its page
+# tables (Sources/ShadowSimFuzzKit), run under every policy with the architectural
+# checker on. A checker violation, a broken MMU invariant or a trap is a crash;
+# libFuzzer saves the input under .build-fuzz/findings/. At exit the run prints the
+# sync coverage per policy (unsync events, pages synced, INVLPG resyncs, ...).
 #
 #   tools/fuzz.sh              # 60 seconds
 #   tools/fuzz.sh 3600 -jobs=2 # an hour, two processes; any libFuzzer flag may follow
-#   tools/fuzz.sh --ci         # what the test suite runs: a fixed seed and a fixed
-#                              # number of inputs (at most 60 s), from the repository
-#                              # corpus only, so the same inputs run everywhere
+#   tools/fuzz.sh --ci         # what the test suite runs:
+#                              #  1. a clean pass: a fixed seed and a fixed number of
+#                              #     inputs from the repository corpus, no finding
+#                              #     allowed, the sync coverage held to
+#                              #     tools/fuzz-floors.txt;
+#                              #  2. the catch table: every bug of `shadowsim bugs`
+#                              #     planted in turn, fuzzing from an empty corpus until
+#                              #     a finding (at most CATCH_RUNS inputs each); the input
+#                              #     that caught each is kept in .build-fuzz/catches/.
 #
 # Tests/FuzzCorpus seeds every run and is never written; new inputs go to
 # .build-fuzz/corpus, which persists between runs. Replay a finding with
@@ -22,15 +29,51 @@ seconds=60
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
 swift build -c release --product shadowsim-fuzz --scratch-path .build-fuzz \
   -Xswiftc -sanitize=fuzzer -Xswiftc -DSHADOWSIM_LIBFUZZER -Xswiftc -parse-as-library
+fuzzer=.build-fuzz/release/shadowsim-fuzz
 mkdir -p .build-fuzz/corpus .build-fuzz/findings
-corpus=.build-fuzz/corpus
-extra=()
-if $ci; then
-  corpus=$(mktemp -d)
-  trap 'rm -rf "$corpus"' EXIT
-  extra=(-seed=1 -runs=2000)
-fi
 # The Swift runtime's backtracer must not take SIGABRT from libFuzzer's crash handler.
-SWIFT_BACKTRACE=enable=no .build-fuzz/release/shadowsim-fuzz -max_total_time="$seconds" -max_len=4096 \
-  -timeout=30 -print_final_stats=1 -artifact_prefix=.build-fuzz/findings/ "${extra[@]}" "$@" \
-  "$corpus" Tests/FuzzCorpus
+export SWIFT_BACKTRACE=enable=no
+
+if ! $ci; then
+  exec "$fuzzer" -max_total_time="$seconds" -max_len=4096 -timeout=30 -print_final_stats=1 \
+    -artifact_prefix=.build-fuzz/findings/ "$@" .build-fuzz/corpus Tests/FuzzCorpus
+fi
+
+CLEAN_RUNS=${CLEAN_RUNS:-800}
+CATCH_RUNS=${CATCH_RUNS:-1500}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "== clean pass: $CLEAN_RUNS inputs, seed 1, every policy, coverage floors from tools/fuzz-floors.txt"
+mkdir "$work/corpus"
+SHADOWSIM_FUZZ_FLOORS=tools/fuzz-floors.txt "$fuzzer" -seed=1 -runs="$CLEAN_RUNS" -max_len=4096 -timeout=60 \
+  -print_final_stats=1 -artifact_prefix=.build-fuzz/findings/ "$@" "$work/corpus" Tests/FuzzCorpus 2>"$work/clean.log" \
+  || { tail -n 40 "$work/clean.log"; echo "fuzz.sh: the clean pass failed (a finding, or a coverage floor missed)" >&2; exit 1; }
+grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec)' "$work/clean.log" || true
+
+echo "== catch table: each planted bug, fuzzing from an empty corpus (seed 1, at most $CATCH_RUNS inputs)"
+printf '%-38s %-12s %7s  %s\n' "planted bug" "policy" "inputs" "caught by"
+missed=0
+while read -r bug policies; do
+  rm -rf "$work/empty" "$work/found"; mkdir "$work/empty" "$work/found"
+  status=0
+  SHADOWSIM_FUZZ_BUG=$bug "$fuzzer" -seed=1 -runs="$CATCH_RUNS" -max_len=4096 -timeout=60 \
+    -artifact_prefix="$work/found/" "$work/empty" >"$work/catch.log" 2>&1 || status=$?
+  finding=$(grep -m1 '^shadowsim-fuzz: finding in' "$work/catch.log" || true)
+  if [ "$status" -eq 0 ] || [ -z "$finding" ]; then
+    printf '%-38s %-12s %7s  %s\n' "$bug" "${policies%%,*}" "-" "NOT CAUGHT ($policies)"
+    missed=$((missed + 1))
+    continue
+  fi
+  mkdir -p .build-fuzz/catches
+  cp "$work"/found/crash-* ".build-fuzz/catches/$bug" 2>/dev/null || true
+  policy=$(sed -E 's/.*: policy ([^,]+), operation.*/\1/' <<<"$finding")
+  inputs=$(grep -oE '^#[0-9]+' "$work/catch.log" | tail -n 1 | tr -d '#' || true)
+  how="access check"
+  case "$finding" in *"invariant broken"*|*"at the end"*) how="MMU invariant" ;; *"disagrees"*) how="verification mismatch" ;; esac
+  printf '%-38s %-12s %7s  %s\n' "$bug" "$policy" "${inputs:-1}" "$how"
+done < <(SHADOWSIM_FUZZ_LIST_BUGS=1 "$fuzzer")
+if [ "$missed" -gt 0 ]; then
+  echo "fuzz.sh: $missed planted bug(s) not caught by the fuzzer within $CATCH_RUNS inputs" >&2
+  exit 1
+fi

@@ -10,12 +10,23 @@ import Glibc
 //   `LLVMFuzzerTestOneInput`, and a finding aborts (libFuzzer saves the input);
 // - plainly: a replay tool, `shadowsim-fuzz FILE|DIR…`, that runs saved inputs (the
 //   corpus, a crash file) and prints what each did.
+//
+// Both read these environment variables:
+// - SHADOWSIM_FUZZ_BUG=NAME plants a bug (see `shadowsim bugs`) and runs only the
+//   policies whose code reaches it: a finding is then the expected outcome (the
+//   catch table of tools/fuzz.sh);
+// - SHADOWSIM_FUZZ_FLOORS=FILE holds lines `POLICY COUNTER MINIMUM`; at exit the sync
+//   coverage summed over every input must reach each floor, or the process exits 1;
+// - SHADOWSIM_FUZZ_LIST_BUGS (libFuzzer build) prints every plantable bug and exits.
 
 nonisolated(unsafe) var inputsRun = 0
 nonisolated(unsafe) var operationsRun = 0
 nonisolated(unsafe) var accessesChecked: UInt64 = 0
+nonisolated(unsafe) var coverage: [String: SyncCoverage] = [:]
 /// The replayed file, named in a finding.
 nonisolated(unsafe) var currentInput = "the input"
+nonisolated(unsafe) var plantedBug: PlantedBug?
+nonisolated(unsafe) var policies = FuzzProgram.policies
 
 /// Writes a line to standard error (fd 2, unbuffered).
 func printError(_ line: String) {
@@ -23,23 +34,70 @@ func printError(_ line: String) {
     _ = text.withCString { write(2, $0, strlen($0)) }
 }
 
+/// Reads SHADOWSIM_FUZZ_BUG; exits 2 on a name that is not a bug.
+func configureFromEnvironment() {
+    guard let name = getenv("SHADOWSIM_FUZZ_BUG").map({ String(cString: $0) }), !name.isEmpty else { return }
+    guard let bug = PlantedBug(rawValue: name) else {
+        printError("shadowsim-fuzz: SHADOWSIM_FUZZ_BUG: no bug '\(name)' (one of \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", ")))")
+        exit(2)
+    }
+    plantedBug = bug
+    policies = bug.policies
+}
+
+/// The totals, and the sync coverage per policy, on stdout.
 func printTotals() {
-    print("shadowsim-fuzz: \(inputsRun) inputs, \(operationsRun) operations over \(FuzzProgram.policies.count) policies, \(accessesChecked) accesses checked, 0 findings")
+    print("shadowsim-fuzz: \(inputsRun) inputs, \(operationsRun) operations over \(policies.count) policies, \(accessesChecked) accesses checked, 0 findings")
+    let names = SyncCoverage().fields.map(\.name)
+    let width = max(policies.map(\.count).max() ?? 0, 6)
+    print("sync coverage".padding(width) + names.map { " " + $0 }.joined())
+    for policy in policies where policy != "bare-metal" {
+        let values = (coverage[policy] ?? SyncCoverage()).fields
+        print(policy.padding(width) + zip(names, values).map { name, v in " " + String(v.value).leftPadding(name.count) }.joined())
+    }
+}
+
+/// Holds the totals to the floors of SHADOWSIM_FUZZ_FLOORS; false (with a message per
+/// floor missed) when one is not reached, or when the file cannot be read or parsed.
+func floorsReached() -> Bool {
+    guard let path = getenv("SHADOWSIM_FUZZ_FLOORS").map({ String(cString: $0) }), !path.isEmpty else { return true }
+    guard let bytes = Files.read(path) else {
+        printError("shadowsim-fuzz: \(path): cannot read the coverage floors")
+        return false
+    }
+    var ok = true
+    for (n, raw) in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        if words.isEmpty { continue }
+        guard words.count == 3, let minimum = UInt64(words[2]),
+              let value = (coverage[words[0]] ?? SyncCoverage()).fields.first(where: { $0.name == words[1] })?.value else {
+            printError("\(path):\(n + 1): expected `POLICY COUNTER MINIMUM` with a counter of the coverage table")
+            return false
+        }
+        if !policies.contains(words[0]) { continue }
+        if value < minimum {
+            printError("shadowsim-fuzz: coverage floor missed: \(words[0]) \(words[1]) = \(value), the floor is \(minimum) (\(path):\(n + 1))")
+            ok = false
+        }
+    }
+    return ok
 }
 
 /// Runs one input under every policy; a finding is reported on stderr and ends the
 /// process with abort() so that libFuzzer keeps the input.
-func runOne(_ bytes: [UInt8], policies: [String] = FuzzProgram.policies, trace: Bool = false,
-            plantedBug: PlantedBug? = nil) -> FuzzProgram.Outcome {
+func runOne(_ bytes: [UInt8], only: [String]? = nil, trace: Bool = false) -> FuzzProgram.Outcome {
     do {
-        let outcome = try FuzzProgram(bytes, plantedBug: plantedBug).run(policies: policies, trace: trace ? { print($0) } : nil)
+        let outcome = try FuzzProgram(bytes, plantedBug: plantedBug).run(policies: only ?? policies,
+                                                                        trace: trace ? { print($0) } : nil)
         inputsRun += 1
         operationsRun += outcome.operations
         accessesChecked += outcome.checkedAccesses
+        for (policy, c) in outcome.coverage { coverage[policy, default: SyncCoverage()] += c }
         return outcome
     } catch {
         fflush(nil)
-        printError("shadowsim-fuzz: finding in \(currentInput): \(error)")
+        printError("shadowsim-fuzz: finding in \(currentInput)\(plantedBug.map { " (planted bug \($0.rawValue))" } ?? ""): \(error)")
         abort()
     }
 }
@@ -53,8 +111,24 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
 
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> CInt {
-    atexit { printTotals() }
+    if getenv("SHADOWSIM_FUZZ_LIST_BUGS") != nil {
+        // For tools/fuzz.sh's catch table: every plantable bug and the policies it needs.
+        for bug in PlantedBug.allCases { print(bug.rawValue + " " + bug.policies.joined(separator: ",")) }
+        exit(0)
+    }
+    configureFromEnvironment()
+    atexit {
+        printTotals()
+        fflush(nil)
+        // Leaving an atexit handler through exit() again is undefined; _exit is not.
+        if !floorsReached() { _exit(1) }
+    }
     return 0
+}
+
+extension String {
+    func padding(_ width: Int) -> String { self + String(repeating: " ", count: max(0, width - count)) }
+    func leftPadding(_ width: Int) -> String { String(repeating: " ", count: max(0, width - count)) + self }
 }
 
 #if SHADOWSIM_LIBFUZZER
@@ -76,19 +150,20 @@ public func shadowsimFuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeM
 @main
 enum Replay {
     static func main() {
+        configureFromEnvironment()
         var paths: [String] = []
-        var policies = FuzzProgram.policies
+        var only: [String]?
         var trace = false
-        var plantedBug: PlantedBug?
         var arguments = CommandLine.arguments.dropFirst()
         while let argument = arguments.popFirst() {
             switch argument {
             case "-h", "--help":
                 print("""
                     usage: shadowsim-fuzz [--trace] [--policy NAME] [--inject-bug BUG] FILE|DIRECTORY…
-                    Replays fuzz inputs under every policy (or NAME) with the checker on;
-                    --trace prints each operation, --inject-bug plants a bug (a finding
-                    is then expected). Build with tools/fuzz.sh to fuzz.
+                    Replays fuzz inputs under every policy (or NAME) with the checker on, and
+                    prints the sync coverage per policy; --trace prints each operation,
+                    --inject-bug plants a bug (a finding is then expected). Build with
+                    tools/fuzz.sh to fuzz.
                     """)
                 exit(0)
             case "--trace": trace = true
@@ -98,19 +173,21 @@ enum Replay {
                     exit(2)
                 }
                 plantedBug = bug
+                policies = bug.policies
             case "--policy":
                 guard let name = arguments.popFirst(), FuzzProgram.policies.contains(name) else {
                     printError("shadowsim-fuzz: --policy takes one of \(FuzzProgram.policies.joined(separator: ", "))")
                     exit(2)
                 }
-                policies = [name]
+                only = [name]
             default: paths.append(argument)
             }
         }
         guard !paths.isEmpty else {
-            printError("usage: shadowsim-fuzz [--trace] [--policy NAME] FILE|DIRECTORY…")
+            printError("usage: shadowsim-fuzz [--trace] [--policy NAME] [--inject-bug BUG] FILE|DIRECTORY…")
             exit(2)
         }
+        if let only { policies = only }
         var files: [String] = []
         for path in paths {
             guard let listed = Files.list(path) else {
@@ -125,10 +202,11 @@ enum Replay {
                 exit(2)
             }
             currentInput = file
-            let o = runOne(bytes, policies: policies, trace: trace, plantedBug: plantedBug)
+            let o = runOne(bytes, trace: trace)
             print("\(file): \(o.operations) operations, \(o.skipped) refused, \(o.checkedAccesses) accesses checked")
         }
         printTotals()
+        if !floorsReached() { exit(1) }
     }
 }
 #endif
