@@ -75,7 +75,7 @@ local ROWS = {
   { "mmu_pte_write", "emulated page-table writes" }, { "mmu_unsync", "pages unsync at the end" },
   { "mmu_cache_miss", "shadow pages created" }, { "mmu_shadow_zapped", "shadow pages zapped" },
   { "pages_synced", "page syncs" }, { "sptes_resynced", "sptes resynced" },
-  { "write_protections", "sptes write-protected" }, { "remote_tlb_flush", "remote flushes (IPIs sent)" },
+  { "write_protections", "sptes write-protected" }, { "remote_tlb_flush", "remote flushes that interrupted vCPUs" }, { "remote_flush_targets", "IPIs sent" },
   { "tlb_flush", "local TLB flushes" }, { "ept_violations", "EPT violations" },
   { "cycles", "estimated kcycles" },
 }

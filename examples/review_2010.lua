@@ -91,7 +91,7 @@ local ROWS = {
   { "mmu_unsync_events", "unsync events" }, { "mmu_unsync", "pages unsync at the end" },
   { "pages_synced", "pages synced" }, { "synced_per_load", "pages synced per root load" },
   { "sptes_resynced", "sptes resynced" }, { "tlb_flush", "local TLB flushes" },
-  { "remote_tlb_flush", "remote flushes (IPIs sent)" }, { "lock_work_other_vms", "work under the lock for other VMs" },
+  { "remote_tlb_flush", "remote flushes that interrupted vCPUs" }, { "remote_flush_targets", "IPIs sent" }, { "lock_work_other_vms", "work under the lock for other VMs" },
   { "list_entries_walked", "unsync-list entries walked" }, { "cycles", "estimated kcycles" },
 }
 local columns = {}

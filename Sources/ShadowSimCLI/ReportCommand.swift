@@ -127,7 +127,7 @@ struct ReportPage {
                 }
                 series.append((policy, byValue.keys.sorted().map { ($0, byValue[$0]!.reduce(0, +) / Double(byValue[$0]!.count)) }))
             }
-            let others = sweptParameters.count > 1 ? " (mean over the other parameters)" : ""
+            let others = sweptParameters.count > 1 ? " (mean of the others)" : ""
             out.append(lineChart(title: "Estimated cycles against \(p)\(others)", xLabel: p, series: series))
         }
         // Timelines: the last traced run of each policy (the sweep's largest point).
@@ -217,7 +217,7 @@ struct ReportPage {
         let (legendSVG, legendHeight) = grouped ? legend(present.map { ($0, color($0)) }, y: Self.titleHeight - 6) : ("", 0)
         let top = Self.titleHeight + legendHeight
         let barCount = groups.reduce(0) { $0 + $1.bars.count }
-        let w = max(Self.width, Self.left + Self.right + Double(barCount) * 18 + Double(groups.count) * 12)
+        let w = max(Self.width, Self.left + Self.right + Double(barCount) * 14 + Double(groups.count) * 12)
         let h = top + Self.plotHeight + Self.bottom
         let plotW = w - Self.left - Self.right
         let maxY = niceMax(groups.flatMap { $0.bars.map(\.1) }.max() ?? 1)
@@ -234,7 +234,10 @@ struct ReportPage {
                 }
             }
             if grouped {
-                svg += "<text x=\"\(f(Self.left + (Double(g) + 0.5) * groupSlot))\" y=\"\(f(h - Self.bottom + 16))\" font-size=\"10\" text-anchor=\"middle\">\(escape(group.group))</text>"
+                // One line per parameter, so the labels of neighbouring groups never overlap.
+                let x = f(Self.left + (Double(g) + 0.5) * groupSlot)
+                let lines = group.group.split(separator: " ").map { "<tspan x=\"\(x)\" dy=\"12\">\(escape(String($0)))</tspan>" }
+                svg += "<text x=\"\(x)\" y=\"\(f(h - Self.bottom + 4))\" font-size=\"10\" text-anchor=\"middle\">\(lines.joined())</text>"
             }
         }
         return svg + "</svg>"

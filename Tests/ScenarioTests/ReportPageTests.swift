@@ -55,7 +55,7 @@ import Foundation
         let bars = page.charts[0]
         #expect(bars.contains("Estimated cycles per policy at each parameter point"))
         #expect(!bars.contains("mean over"))
-        #expect(bars.contains(">pages=4<") && bars.contains(">pages=16<"), "each group is labelled by its point")
+        #expect(bars.contains(">pages=4</tspan>") && bars.contains(">pages=16</tspan>"), "each group is labelled by its point")
         // A bar per policy per point, with the exact value of that run.
         #expect(bars.components(separatedBy: "<rect").count - 1 == 2 * Self.policies.count)
         #expect(bars.contains("kvm-unsync pages=16: 16k"))
