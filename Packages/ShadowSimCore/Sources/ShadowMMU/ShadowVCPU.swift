@@ -108,9 +108,12 @@ public final class ShadowVCPU: VCPUBackend {
             if !mmu.has(.dropLocalFlushAfterSync) { vcpu.tlb.flushAll() }
         }
         if pending.contains(.flushGuest) {
+            // Even when the current root has gone (a PAE PDPTE reload freed it): the
+            // flush covers cached roots and, under Xen, this vCPU's out-of-sync pages
+            // (KVM's kvm_vcpu_flush_tlb_guest syncs whatever roots exist).
             pending.remove(.flushGuest)
             stats.tlbFlush &+= 1
-            if root.isValid { mmu.policy.guestTLBFlush(self) }
+            mmu.policy.guestTLBFlush(self)
             vcpu.tlb.flushAll()
         }
         if !root.isValid && mmu.shadowsGuestTables { try loadRoots() }
