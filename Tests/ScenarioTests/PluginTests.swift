@@ -104,20 +104,20 @@ import ArgumentParser
 
     @Test func pluginForAnotherABIIsRefused() throws {
         let so = try Self.cPlugin("oldabi", "int shadowsim_policy_abi(void) { return 999; }\nvoid *shadowsim_policy_create(void) { return 0; }\n")
-        #expect(throws: PolicyLoadError(description: "\(so) was built for policy ABI 999, this shadowsim has ABI 1: rebuild the plugin against this ShadowSimCore")) {
+        #expect(throws: PolicyLoadError(description: "\(so) was built for policy ABI 999, this shadowsim has ABI 2: rebuild the plugin against this ShadowSimCore")) {
             try PolicyCatalog.factory(so)
         }
     }
 
     @Test func pluginWithoutCreateIsRefused() throws {
-        let so = try Self.cPlugin("nocreate", "int shadowsim_policy_abi(void) { return 1; }\n")
+        let so = try Self.cPlugin("nocreate", "int shadowsim_policy_abi(void) { return 2; }\n")
         #expect(throws: PolicyLoadError(description: "\(so) has no shadowsim_policy_create entry point")) {
             try PolicyCatalog.factory(so)
         }
     }
 
     @Test func pluginReturningNothingIsRefused() throws {
-        let so = try Self.cPlugin("nothing", "int shadowsim_policy_abi(void) { return 1; }\nvoid *shadowsim_policy_create(void) { return 0; }\n")
+        let so = try Self.cPlugin("nothing", "int shadowsim_policy_abi(void) { return 2; }\nvoid *shadowsim_policy_create(void) { return 0; }\n")
         #expect(throws: PolicyLoadError(description: "\(so): shadowsim_policy_create returned no policy")) {
             try PolicyCatalog.factory(so)
         }

@@ -169,8 +169,13 @@ public final class XenOOS: SyncPolicy {
         vcpu.request(.flushCurrent)
     }
 
-    /// A full guest flush resyncs everything, as a paging-mode change does in Xen.
+    /// A full guest flush resyncs everything, as a paging-mode change does in Xen
+    /// (`sh_update_paging_modes` resyncs all out-of-sync pages).
     public func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        for other in mmu.vcpus { resyncOwn(other) }
+    }
+
+    public func pagingModeChanged(_ vcpu: ShadowVCPU) {
         for other in mmu.vcpus { resyncOwn(other) }
     }
 }

@@ -65,9 +65,10 @@ extension ShadowVCPU {
     }
 
     /// KVM's `kvm_mmu_reset_context`: every root goes; new ones are built (with the
-    /// new role) on entry.
+    /// new role) on entry. The policy hears of it (Xen resyncs on a paging-mode change).
     func resetContext() {
         freeRoots(.all)
+        mmu.policy.pagingModeChanged(self)
     }
 
     public func invlpg(_ vcpu: VCPU, _ va: UInt64) throws(MachineError) {

@@ -67,6 +67,12 @@ public protocol SyncPolicy: AnyObject {
     /// CR4.PCIDE, INVPCID all-context (KVM_REQ_TLB_FLUSH_GUEST).
     func guestTLBFlush(_ vcpu: ShadowVCPU)
 
+    /// A change of CR0.WP, CR0.PG, CR4.PSE/PAE/LA57/SMEP/SMAP or EFER.NX/LME/LMA that
+    /// alters how shadow pages are built: every root of `vcpu` was just dropped (KVM's
+    /// `kvm_mmu_reset_context`). KVM needs nothing more (new roots are synced when
+    /// built); Xen resyncs every out-of-sync page on a paging-mode change.
+    func pagingModeChanged(_ vcpu: ShadowVCPU)
+
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     var floodsLeafTables: Bool { get }
 
@@ -81,6 +87,7 @@ public protocol SyncPolicy: AnyObject {
 extension SyncPolicy {
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     public var floodsLeafTables: Bool { false }
+    public func pagingModeChanged(_ vcpu: ShadowVCPU) {}
     public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
     public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
     public func didPropagate(_ page: ShadowPage, _ index: Int, in mmu: ShadowMMU) {}
@@ -103,8 +110,9 @@ public struct RootSelection: OptionSet, Sendable {
 /// The C entry points of a policy plugin. One versioned surface: the host checks
 /// `shadowsim_policy_abi` before calling `shadowsim_policy_create`.
 public enum PluginABI {
-    /// Bumped whenever a type a plugin shares with the host changes.
-    @inlinable public static var version: Int32 { 1 }
+    /// Bumped whenever a type a plugin shares with the host changes (2: the
+    /// `pagingModeChanged` hook).
+    @inlinable public static var version: Int32 { 2 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
     /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.
