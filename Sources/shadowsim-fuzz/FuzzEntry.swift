@@ -7,17 +7,18 @@ import Glibc
 
 // Built two ways (see tools/fuzz.sh):
 // - with `-sanitize=fuzzer -DSHADOWSIM_LIBFUZZER`: libFuzzer's main drives
-//   `LLVMFuzzerTestOneInput`, and a finding aborts (libFuzzer saves the input);
+//   `LLVMFuzzerTestOneInput`, and a finding aborts (libFuzzer saves the input); given
+//   a `--` option it is the replay tool instead;
 // - plainly: a replay tool, `shadowsim-fuzz FILE|DIR…`, that runs saved inputs (the
-//   corpus, a crash file) and prints what each did.
+//   corpus, a crash file) or generated ones (`--generate N --seed S`, the same inputs
+//   on every machine, which the CI pass uses) and prints what each did.
 //
 // Both read these environment variables:
 // - SHADOWSIM_FUZZ_BUG=NAME plants a bug (see `shadowsim bugs`) and runs only the
 //   policies whose code reaches it: a finding is then the expected outcome (the
 //   catch table of tools/fuzz.sh);
 // - SHADOWSIM_FUZZ_FLOORS=FILE holds lines `POLICY COUNTER MINIMUM`; at exit the sync
-//   coverage summed over every input must reach each floor, or the process exits 1;
-// - SHADOWSIM_FUZZ_LIST_BUGS (libFuzzer build) prints every plantable bug and exits.
+//   coverage summed over every input must reach each floor, or the process exits 1.
 
 nonisolated(unsafe) var inputsRun = 0
 nonisolated(unsafe) var operationsRun = 0
@@ -97,6 +98,7 @@ func runOne(_ bytes: [UInt8], only: [String]? = nil, trace: Bool = false) -> Fuz
         return outcome
     } catch {
         fflush(nil)
+        savePendingInput()
         printError("shadowsim-fuzz: finding in \(currentInput)\(plantedBug.map { " (planted bug \($0.rawValue))" } ?? ""): \(error)")
         abort()
     }
@@ -111,11 +113,6 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
 
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> CInt {
-    if getenv("SHADOWSIM_FUZZ_LIST_BUGS") != nil {
-        // For tools/fuzz.sh's catch table: every plantable bug and the policies it needs.
-        for bug in PlantedBug.allCases { print(bug.rawValue + " " + bug.policies.joined(separator: ",")) }
-        exit(0)
-    }
     configureFromEnvironment()
     atexit {
         printTotals()
@@ -131,6 +128,47 @@ extension String {
     func leftPadding(_ width: Int) -> String { String(repeating: " ", count: max(0, width - count)) + self }
 }
 
+/// Runs `count` inputs from a splitmix64 stream seeded with `seed`: lengths of 0–4095
+/// bytes, every byte from the stream, so input `i` of a seed is the same everywhere.
+/// A finding saves the input (in .build-fuzz/findings/generated-SEED-I) before aborting.
+func runGenerated(count: Int, seed: UInt64, trace: Bool) {
+    var state = seed
+    func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    for i in 0..<count {
+        let length = Int(next() % 4096)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(length + 8)
+        while bytes.count < length {
+            var w = next()
+            for _ in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: w)); w >>= 8 }
+        }
+        bytes.removeLast(bytes.count - length)
+        let name = "generated-\(seed)-\(i)"
+        currentInput = "input \(i) of seed \(seed) (saved as .build-fuzz/findings/\(name))"
+        pendingInput = (name, bytes)
+        _ = runOne(bytes, trace: trace)
+        pendingInput = nil
+    }
+}
+
+/// The generated input being run, saved if it finds something.
+nonisolated(unsafe) var pendingInput: (name: String, bytes: [UInt8])?
+
+func savePendingInput() {
+    guard let (name, bytes) = pendingInput else { return }
+    mkdir(".build-fuzz", 0o755)
+    mkdir(".build-fuzz/findings", 0o755)
+    guard let f = fopen(".build-fuzz/findings/" + name, "wb") else { return }
+    _ = bytes.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, f) }
+    fclose(f)
+}
+
 #if SHADOWSIM_LIBFUZZER
 @_silgen_name("LLVMFuzzerRunDriver")
 func LLVMFuzzerRunDriver(
@@ -139,74 +177,114 @@ func LLVMFuzzerRunDriver(
     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
 
 /// SwiftPM links an executable's `main` to `<module>_main`; here that hands the
-/// process to libFuzzer's driver.
+/// process to libFuzzer's driver, unless an argument is one of the replay tool's
+/// (`--generate`, `--trace`, …: libFuzzer's flags take one dash).
 @_cdecl("shadowsim_fuzz_main")
 public func shadowsimFuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    let arguments = (1..<Int(argc)).compactMap { argv?[$0].map { String(cString: $0) } }
+    if arguments.contains(where: { $0.hasPrefix("--") }) {
+        replayMain(arguments)
+        return 0
+    }
     var count = argc
-    var arguments = argv
-    return LLVMFuzzerRunDriver(&count, &arguments) { data, size in fuzzTestOneInput(data, size) }
+    var pointers = argv
+    return LLVMFuzzerRunDriver(&count, &pointers) { data, size in fuzzTestOneInput(data, size) }
 }
 #else
 @main
 enum Replay {
-    static func main() {
-        configureFromEnvironment()
-        var paths: [String] = []
-        var only: [String]?
-        var trace = false
-        var arguments = CommandLine.arguments.dropFirst()
-        while let argument = arguments.popFirst() {
-            switch argument {
-            case "-h", "--help":
-                print("""
-                    usage: shadowsim-fuzz [--trace] [--policy NAME] [--inject-bug BUG] FILE|DIRECTORY…
-                    Replays fuzz inputs under every policy (or NAME) with the checker on, and
-                    prints the sync coverage per policy; --trace prints each operation,
-                    --inject-bug plants a bug (a finding is then expected). Build with
-                    tools/fuzz.sh to fuzz.
-                    """)
-                exit(0)
-            case "--trace": trace = true
-            case "--inject-bug":
-                guard let name = arguments.popFirst(), let bug = PlantedBug(rawValue: name) else {
-                    printError("shadowsim-fuzz: --inject-bug takes one of \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", "))")
-                    exit(2)
-                }
-                plantedBug = bug
-                policies = bug.policies
-            case "--policy":
-                guard let name = arguments.popFirst(), FuzzProgram.policies.contains(name) else {
-                    printError("shadowsim-fuzz: --policy takes one of \(FuzzProgram.policies.joined(separator: ", "))")
-                    exit(2)
-                }
-                only = [name]
-            default: paths.append(argument)
-            }
-        }
-        guard !paths.isEmpty else {
-            printError("usage: shadowsim-fuzz [--trace] [--policy NAME] [--inject-bug BUG] FILE|DIRECTORY…")
-            exit(2)
-        }
-        if let only { policies = only }
-        var files: [String] = []
-        for path in paths {
-            guard let listed = Files.list(path) else {
-                printError("shadowsim-fuzz: \(path): no such file or directory")
-                exit(2)
-            }
-            files += listed
-        }
-        for file in files {
-            guard let bytes = Files.read(file) else {
-                printError("shadowsim-fuzz: \(file): cannot read it")
-                exit(2)
-            }
-            currentInput = file
-            let o = runOne(bytes, trace: trace)
-            print("\(file): \(o.operations) operations, \(o.skipped) refused, \(o.checkedAccesses) accesses checked")
-        }
-        printTotals()
-        if !floorsReached() { exit(1) }
-    }
+    static func main() { replayMain(Array(CommandLine.arguments.dropFirst())) }
 }
 #endif
+
+/// The replay tool: saved inputs, or generated ones, under every policy.
+func replayMain(_ argumentList: [String]) {
+    configureFromEnvironment()
+    var paths: [String] = []
+    var only: [String]?
+    var trace = false
+    var generate = 0
+    var seed: UInt64 = 1
+    var arguments = argumentList[...]
+    while let argument = arguments.popFirst() {
+        switch argument {
+        case "-h", "--help":
+            print("""
+                usage: shadowsim-fuzz [--trace] [--policy NAME] [--inject-bug BUG] [--generate N [--seed S]] [FILE|DIRECTORY…]
+                Replays fuzz inputs under every policy (or NAME) with the checker on, and
+                prints the sync coverage per policy; --trace prints each operation,
+                --inject-bug plants a bug (a finding is then expected). --generate runs N
+                inputs made by a generator seeded with S (the same inputs on any machine);
+                a finding saves its input in .build-fuzz/findings/. --list-bugs prints
+                every plantable bug and the policies its code is reached from. Build with
+                tools/fuzz.sh to fuzz with libFuzzer.
+                """)
+            exit(0)
+        case "--list-bugs":
+            for bug in PlantedBug.allCases { print(bug.rawValue + " " + bug.policies.joined(separator: ",")) }
+            exit(0)
+        case "--trace": trace = true
+        case "--inject-bug":
+            guard let name = arguments.popFirst(), let bug = PlantedBug(rawValue: name) else {
+                printError("shadowsim-fuzz: --inject-bug takes one of \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", "))")
+                exit(2)
+            }
+            plantedBug = bug
+            policies = bug.policies
+        case "--policy":
+            guard let name = arguments.popFirst(), FuzzProgram.policies.contains(name) else {
+                printError("shadowsim-fuzz: --policy takes one of \(FuzzProgram.policies.joined(separator: ", "))")
+                exit(2)
+            }
+            only = [name]
+        case "--generate":
+            guard let text = arguments.popFirst(), let n = Int(text), n > 0 else {
+                printError("shadowsim-fuzz: --generate takes a positive number of inputs")
+                exit(2)
+            }
+            generate = n
+        case "--seed":
+            guard let text = arguments.popFirst(), let n = UInt64(text) else {
+                printError("shadowsim-fuzz: --seed takes a number")
+                exit(2)
+            }
+            seed = n
+        default:
+            if argument.hasPrefix("--") {
+                printError("shadowsim-fuzz: unknown option \(argument) (see --help)")
+                exit(2)
+            }
+            paths.append(argument)
+        }
+    }
+    guard !paths.isEmpty || generate > 0 else {
+        printError("usage: shadowsim-fuzz [--trace] [--policy NAME] [--inject-bug BUG] [--generate N [--seed S]] [FILE|DIRECTORY…]")
+        exit(2)
+    }
+    if let only { policies = only }
+    if generate > 0 {
+        runGenerated(count: generate, seed: seed, trace: trace)
+        printTotals()
+        if !floorsReached() { exit(1) }
+        return
+    }
+    var files: [String] = []
+    for path in paths {
+        guard let listed = Files.list(path) else {
+            printError("shadowsim-fuzz: \(path): no such file or directory")
+            exit(2)
+        }
+        files += listed
+    }
+    for file in files {
+        guard let bytes = Files.read(file) else {
+            printError("shadowsim-fuzz: \(file): cannot read it")
+            exit(2)
+        }
+        currentInput = file
+        let o = runOne(bytes, trace: trace)
+        print("\(file): \(o.operations) operations, \(o.skipped) refused, \(o.checkedAccesses) accesses checked")
+    }
+    printTotals()
+    if !floorsReached() { exit(1) }
+}

@@ -84,6 +84,38 @@ import ShadowSimFiles
     }
 }
 
+/// `--generate N --seed S` runs the same inputs on every run (the CI pass depends on
+/// it), and a finding saves the generated input, which then replays to the same finding.
+@Suite struct GeneratedInputTests {
+    @Test func generatedInputsAreTheSameEveryRun() throws {
+        try CLIProcess.withDirectory([:]) { dir in
+            let args = ["--policy", "kvm-unsync", "--generate", "3", "--seed", "7"]
+            let first = try CLIProcess.run(args, in: dir, executable: FuzzFloorTests.tool)
+            let second = try CLIProcess.run(args, in: dir, executable: FuzzFloorTests.tool)
+            #expect(first.status == 0, "\(first.err)")
+            #expect(first.out.contains("shadowsim-fuzz: 3 inputs, "), "\(first.out)")
+            #expect(first.out == second.out)
+            let other = try CLIProcess.run(["--policy", "kvm-unsync", "--generate", "3", "--seed", "8"], in: dir,
+                                           executable: FuzzFloorTests.tool)
+            #expect(other.out != first.out)
+        }
+    }
+
+    @Test func aFindingSavesTheGeneratedInput() throws {
+        try CLIProcess.withDirectory([:]) { dir in
+            let found = try CLIProcess.run(["--inject-bug", "forget-mark-parents-unsync", "--generate", "20"], in: dir,
+                                           executable: FuzzFloorTests.tool)
+            #expect(found.status != 0)
+            #expect(found.err.contains("finding in input 0 of seed 1 (saved as .build-fuzz/findings/generated-1-0)"), "\(found.err)")
+            let saved = dir + "/.build-fuzz/findings/generated-1-0"
+            #expect(FileManager.default.fileExists(atPath: saved))
+            let again = try CLIProcess.run(["--inject-bug", "forget-mark-parents-unsync", saved], in: dir,
+                                           executable: FuzzFloorTests.tool)
+            #expect(again.status != 0 && again.err.contains("finding in \(saved)"), "\(again.err)")
+        }
+    }
+}
+
 /// The vCPUs' fast path (taken when no checker watches) gives exactly the results of
 /// the checked slow path: every operation's outcome, address and value, for corpus
 /// inputs under every policy.
