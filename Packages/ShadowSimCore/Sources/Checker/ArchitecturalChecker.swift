@@ -24,10 +24,13 @@ public enum MMUVerification: Sendable {
 /// never cached, so a change from not present to present needs no invalidation.
 ///
 /// How: before any store lands in a frame that holds paging structures reachable from a
-/// root some vCPU uses (its current root, or a root still cached under another PCID),
-/// the translations the store may take away are recorded for the vCPUs using that root,
-/// tagged with the PCID (or as global). Invalidations remove what the SDM says they
-/// remove, and nothing more, so the checker never demands more than the architecture.
+/// root some vCPU runs on, the translations the store may take away are recorded for the
+/// vCPUs using that root, tagged with the PCID (or as global). A root left under a PCID
+/// that stays cached has all its translations recorded as it is left: nothing new can be
+/// cached under a PCID that is not current, so later stores to its tables take nothing
+/// away (and its frames may be reused for anything, as a kernel frees a dead process's
+/// tables). Invalidations remove what the SDM says they remove, and nothing more, so the
+/// checker never demands more than the architecture.
 ///
 /// One deliberate exception: a host store (`writePhysical`: a device, or QEMU writing
 /// guest RAM) is not a guest store, and no shadow MMU traps it — KVM's shadow pages
@@ -74,14 +77,14 @@ public final class ArchitecturalChecker: MachineObserver {
         var entryAddress: UInt64      // where its leaf entry lives
     }
 
-    /// A root a vCPU runs on, or still has cached under a PCID.
+    /// The root a vCPU runs on, under its PCID.
     struct Context {
         var pcid: UInt16
         var root: PagingRoot
     }
 
     var stale: [[UInt64: [Stale]]]
-    var contexts: [[Context]]
+    var contexts: [Context]
     var index = StructureIndex()
     var indexValid = false
     var recent = RecentEvents()
@@ -92,7 +95,7 @@ public final class ArchitecturalChecker: MachineObserver {
         self.paranoid = paranoid
         stale = Array(repeating: [:], count: machine.vcpus.count)
         staleAllowed = Array(repeating: 0, count: machine.vcpus.count)
-        contexts = machine.vcpus.map { [Context(pcid: $0.currentPCID, root: $0.pagingRoot)] }
+        contexts = machine.vcpus.map { Context(pcid: $0.currentPCID, root: $0.pagingRoot) }
         for v in machine.vcpus { v.observer = self }
     }
 
@@ -154,10 +157,7 @@ public final class ArchitecturalChecker: MachineObserver {
 
     func ensureIndex() {
         guard !indexValid else { return }
-        var users: [(PagingRoot, PagingControls, Int, UInt16)] = []
-        for (i, list) in contexts.enumerated() {
-            for c in list { users.append((c.root, machine.vcpus[i].controls, i, c.pcid)) }
-        }
+        let users = contexts.enumerated().map { i, c in (c.root, machine.vcpus[i].controls, i, c.pcid) }
         index.rebuild(users, memory: machine.memory)
         indexValid = true
     }
@@ -170,23 +170,22 @@ public final class ArchitecturalChecker: MachineObserver {
         recent.add(events, .control(vcpu: v, event))
         switch event {
         case .cr3Load(_, let previousPCID, let noFlush):
-            let old = contexts[v][0]
+            let old = contexts[v]
             let pcide = vcpu.cr4 & CR4.pcide != 0
             let newPCID = vcpu.currentPCID
             // Global translations of the root being left survive the load.
             snapshot(old.root, vcpu: v, pcid: previousPCID, onlyGlobal: true)
             if pcide {
-                // The old context may still be used later (under its PCID, with whatever root).
+                // The old context may still be used later (under its PCID): all it gives
+                // now may stay cached.
                 if newPCID != previousPCID || noFlush {
                     snapshot(old.root, vcpu: v, pcid: previousPCID, onlyGlobal: false)
                 }
                 if !noFlush { removeStale(v) { $0.tag == Int32(newPCID) } }
-                var list = contexts[v].dropFirst().filter { $0.pcid != newPCID }
-                if newPCID != previousPCID { list.append(old) }
-                contexts[v] = [Context(pcid: newPCID, root: vcpu.pagingRoot)] + list
+                contexts[v] = Context(pcid: newPCID, root: vcpu.pagingRoot)
             } else {
                 removeStale(v) { $0.tag == 0 }
-                contexts[v] = [Context(pcid: 0, root: vcpu.pagingRoot)]
+                contexts[v] = Context(pcid: 0, root: vcpu.pagingRoot)
             }
             indexValid = false
         case .invlpg(let va):
@@ -197,30 +196,26 @@ public final class ArchitecturalChecker: MachineObserver {
             case .individualAddress: removeStale(v, covering: va) { $0.tag == Int32(pcid) }
             case .singleContext:
                 removeStale(v) { $0.tag == Int32(pcid) }
-                dropCachedContexts(v) { $0.pcid == pcid }
             case .allContextsIncludingGlobals:
                 removeStale(v) { _ in true }
-                dropCachedContexts(v) { _ in true }
             case .allContexts:
                 removeStale(v) { $0.tag != -1 }
-                dropCachedContexts(v) { _ in true }
             }
         case .cr4Write(let previous):
             let changed = previous ^ vcpu.cr4
-            if contexts[v][0].root != vcpu.pagingRoot {
+            if contexts[v].root != vcpu.pagingRoot {
                 // PAE: the write reloaded the PDPTEs with other values. What the old ones
                 // gave may stay cached (unless the flushes below remove it).
-                snapshot(contexts[v][0].root, vcpu: v, pcid: vcpu.currentPCID, onlyGlobal: false)
+                snapshot(contexts[v].root, vcpu: v, pcid: vcpu.currentPCID, onlyGlobal: false)
             }
             if changed & CR4.pge != 0 || (changed & CR4.pcide != 0 && vcpu.cr4 & CR4.pcide == 0) {
                 removeStale(v) { _ in true }
-                dropCachedContexts(v) { _ in true }
-                contexts[v][0].pcid = vcpu.currentPCID
+                contexts[v].pcid = vcpu.currentPCID
             } else if changed & CR4.smep != 0 && vcpu.cr4 & CR4.smep != 0 {
                 let pcid = Int32(vcpu.currentPCID)
                 removeStale(v) { $0.tag == pcid }
             }
-            contexts[v][0].root = vcpu.pagingRoot
+            contexts[v].root = vcpu.pagingRoot
             indexValid = false
         case .cr0Write, .eferWrite:
             break
@@ -242,11 +237,6 @@ public final class ArchitecturalChecker: MachineObserver {
             let kept = list.filter { !shouldRemove($0) }
             stale[v][key] = kept.isEmpty ? nil : kept
         }
-    }
-
-    func dropCachedContexts(_ v: Int, where shouldDrop: (Context) -> Bool) {
-        contexts[v] = [contexts[v][0]] + contexts[v].dropFirst().filter { !shouldDrop($0) }
-        indexValid = false
     }
 
     func verifyMMU(after what: String) throws(MachineError) {
