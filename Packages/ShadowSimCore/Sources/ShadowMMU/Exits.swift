@@ -22,6 +22,8 @@ extension ShadowVCPU {
         }
         stats.exitsCR3 &+= 1
         try exit { () throws(MachineError) in
+            // PAE roots are four PDPTEs, not one page: not sampled.
+            if vcpu.mode != .pae { mmu.sampleRootLoad(cr3: vcpu.cr3, role: rootRole) }
             mmu.policy.cr3Loaded(self, previousCR3: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
         }
     }

@@ -67,6 +67,8 @@ public final class ShadowMMU {
     /// The simulation this VM runs in (shared by its VMs).
     public let host: SimulationHost
     public internal(set) var stats = MMUStats()
+    /// Unsync pages lying around, and reached by the new root, at every root load.
+    public internal(set) var rootLoads = RootLoadSamples()
     /// Per-vCPU state, in vCPU order.
     public internal(set) var vcpus: [ShadowVCPU] = []
 

@@ -325,3 +325,33 @@ extension ShadowMMU {
         return protected || r > 0
     }
 }
+
+extension ShadowMMU {
+    /// Samples the unsync pages lying around as `cr3` is loaded, and how many of them
+    /// the shadow root for it (when one exists) reaches through its unsync-child bits.
+    func sampleRootLoad(cr3: UInt64, role: PageRole) {
+        var reached: UInt64 = 0
+        for id in hashChain((cr3 & PTE.bits(51, 12)) >> 12) {
+            guard let sp = page(id), !sp.role.invalid, sp.role == role else { continue }
+            reached = countReachableUnsync(sp)
+            break
+        }
+        rootLoads.add(lyingAround: stats.mmuUnsync, reached: reached)
+    }
+
+    /// Unsync leaves below `sp` along set unsync-child bits (read only).
+    func countReachableUnsync(_ sp: ShadowPage) -> UInt64 {
+        guard sp.unsyncChildren > 0 else { return 0 }
+        var n: UInt64 = 0
+        for w in 0..<8 {
+            var bits = sp.unsyncWord(w)
+            while bits != 0 {
+                let index = w << 6 | bits.trailingZeroBitCount
+                bits &= bits - 1
+                guard let c = child(of: sp.spt[index], level: sp.level) else { continue }
+                n &+= c.unsync ? 1 : countReachableUnsync(c)
+            }
+        }
+        return n
+    }
+}
