@@ -12,7 +12,7 @@ let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], 
 let package = Package(
     name: "ShadowSimCore",
     products: [
-        .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel", "ShadowMMU", "Checker"]),
+        .library(name: "ShadowSimCore", type: .dynamic, targets: ["X86", "GuestKernel", "ShadowMMU", "Checker", "LinuxTrace", "LinuxReplay"]),
     ],
     dependencies: [
         // `swift package --package-path Packages/ShadowSimCore generate-documentation` (DocC).
@@ -21,11 +21,16 @@ let package = Package(
     targets: [
         // The architectural model: memory, control registers, page walks, TLB.
         .target(name: "X86", swiftSettings: hotPath),
-        // How a guest kernel lays out its tables: physmap, frames, address spaces.
+        // How a guest kernel lays out its tables (physmap, frames, address spaces), and a
+        // model of Linux's x86-64 memory management (GuestKernel/Linux).
         .target(name: "GuestKernel", dependencies: ["X86"], swiftSettings: hotPath),
         // The shadow MMU engine and the policy interface plugins implement.
         .target(name: "ShadowMMU", dependencies: ["X86"], swiftSettings: hotPath),
         // The architectural checker: judges every access against what x86 allows.
         .target(name: "Checker", dependencies: ["X86", "ShadowMMU"], swiftSettings: hotPath),
+        // Recorded Linux traces: tracefs, trace-cmd report and perf script text, streamed.
+        .target(name: "LinuxTrace", swiftSettings: hotPath),
+        // A trace replayed through the Linux model, held to what the trace shows.
+        .target(name: "LinuxReplay", dependencies: ["X86", "GuestKernel", "LinuxTrace"], swiftSettings: hotPath),
     ]
 )
