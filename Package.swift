@@ -42,7 +42,7 @@ let package = Package(
                 linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete"])]),
         // Command-line front end (a library so tests can drive it in-process).
         // The benchmark suite behind `shadowsim bench`.
-        .target(name: "ShadowSimBench", dependencies: ["ShadowSimLua", "ShadowSimPolicies", core]),
+        .target(name: "ShadowSimBench", dependencies: ["ShadowSimLua", "ShadowSimPolicies", "ShadowSimFiles", core]),
         // Listing and reading the files a tool is given.
         .target(name: "ShadowSimFiles"),
         .target(name: "ShadowSimCLI", dependencies: [
@@ -56,6 +56,8 @@ let package = Package(
         .target(name: "ShadowSimFuzzKit", dependencies: ["ShadowSimPolicies", core]),
         .executableTarget(name: "shadowsim-fuzz", dependencies: ["ShadowSimFuzzKit", "ShadowSimFiles"]),
         .testTarget(name: "X86Tests", dependencies: [core]),
+        // The trace parser, the Linux model's rules, and replays held to the shipped traces.
+        .testTarget(name: "LinuxTests", dependencies: [core, "ShadowSimLua", "ShadowSimPolicies"]),
         .testTarget(name: "ShadowMMUTests", dependencies: [core, "ShadowSimPolicies"] + policies.map { .target(name: $0) }),
         .testTarget(name: "ScenarioTests", dependencies: [
             "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies", "ShadowSimFuzzKit", "ShadowSimFiles", core,

@@ -21,6 +21,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Also write the results as JSON to this file.")
     var json: String?
 
+    @Option(help: "Where the shipped traces are (the trace-replay rows).")
+    var traces = "traces"
+
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -32,6 +35,7 @@ struct Bench: ParsableCommand {
         do {
             try runner.runAll()
             try runner.luaCalls(scratchDirectory: "/tmp")
+            try runner.traceReplays(directory: traces)
         } catch {
             printError("shadowsim bench: \(error)")
             throw ExitCode(1)

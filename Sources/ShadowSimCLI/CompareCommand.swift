@@ -90,27 +90,51 @@ struct Comparison {
         let status: String
         /// The first line of the failure, when the run did not pass.
         let failure: String?
-        /// Row name → value, summed over the run's VMs.
-        var values: [String: Int64] = [:]
+        /// Row name → value, summed over the run's VMs (the root-load distribution is
+        /// pooled over them instead).
+        var values: [String: Double] = [:]
         var order: [String] = []
 
         init(policy: String, result: ScenarioResult) {
             self.policy = policy
             status = result.report.field("status")?.string ?? (result.passed ? "passed" : "failed")
             failure = result.error.map { String($0.message.split(separator: "\n").first ?? "") }
-            for vm in result.report.field("vms")?.elements ?? [] {
-                add("estimated_cycles", vm.field("estimated_cycles")?.integer ?? 0)
-                for (name, value) in vm.field("estimated_cycles_breakdown")?.fields ?? [] { add("cycles:" + name, value.integer ?? 0) }
-                for (name, value) in vm.field("counters")?.fields ?? [] { add(name, value.integer ?? 0) }
+            let vms = result.report.field("vms")?.elements ?? []
+            for vm in vms {
+                for replay in vm.field("replays")?.elements ?? [] {
+                    for (name, value) in replay.field("summary")?.fields ?? [] { add("replay:" + name, value.double ?? 0) }
+                }
+            }
+            for vm in vms {
+                add("estimated_cycles", vm.field("estimated_cycles")?.double ?? 0)
+                for (name, value) in vm.field("estimated_cycles_breakdown")?.fields ?? [] { add("cycles:" + name, value.double ?? 0) }
+            }
+            if let loads = result.report.field("root_loads"), let n = loads.field("loads")?.double, n > 0 {
+                add("root_loads", n)
+                for (group, row) in [("unsync_lying_around", "unsync_at_root_load"), ("unsync_reached", "unsync_reached_at_root_load")] {
+                    for (stat, value) in loads.field(group)?.fields ?? [] { add(row + ":" + stat, value.double ?? 0) }
+                }
+            }
+            for vm in vms {
+                for (name, value) in vm.field("counters")?.fields ?? [] { add(name, value.double ?? 0) }
             }
         }
 
         var passed: Bool { failure == nil }
 
-        mutating func add(_ name: String, _ value: Int64) {
+        mutating func add(_ name: String, _ value: Double) {
             if values[name] == nil { order.append(name) }
-            values[name, default: 0] &+= value
+            values[name, default: 0] += value
         }
+    }
+
+    /// A value as a cell: an integer without decimals, else two.
+    static func format(_ v: Double) -> String {
+        // No Foundation here: two decimals by hand.
+        if v == v.rounded() && abs(v) < 9e15 { return String(Int64(v)) }
+        let hundredths = Int64((abs(v) * 100).rounded())
+        let fraction = hundredths % 100
+        return (v < 0 ? "-" : "") + "\(hundredths / 100)." + (fraction < 10 ? "0" : "") + "\(fraction)"
     }
 
     let script: String
@@ -127,6 +151,8 @@ struct Comparison {
     /// The policies holding the best value of `row` among the runs that passed, or none
     /// when those values are all equal (or fewer than two runs passed).
     func best(_ row: String) -> Set<String> {
+        // What a replay did is the trace's, not a cost to rank.
+        if row.hasPrefix("replay:") { return [] }
         let passed = columns.filter { $0.passed && $0.values[row] != nil }
         let values = passed.map { $0.values[row]! }
         guard let lo = values.min(), let hi = values.max(), lo != hi else { return [] }
@@ -135,7 +161,7 @@ struct Comparison {
     }
 
     /// A cell: the value, or "-" for a row a run never reached.
-    func cell(_ c: Column, _ row: String) -> String { c.values[row].map { "\($0)" } ?? "-" }
+    func cell(_ c: Column, _ row: String) -> String { c.values[row].map(Self.format) ?? "-" }
 
     func rendered(_ format: String) -> String {
         switch format {
@@ -182,7 +208,7 @@ struct Comparison {
         func quoted(_ s: String) -> String { s.contains(",") || s.contains("\"") ? "\"" + s.replacingQuotes + "\"" : s }
         var lines = [(["counter"] + columns.map(\.policy)).map(quoted).joined(separator: ",")]
         lines.append((["status"] + columns.map(\.status)).map(quoted).joined(separator: ","))
-        for row in rows { lines.append(([row] + columns.map { c in c.values[row].map { "\($0)" } ?? "" }).map(quoted).joined(separator: ",")) }
+        for row in rows { lines.append(([row] + columns.map { c in c.values[row].map(Self.format) ?? "" }).map(quoted).joined(separator: ",")) }
         return lines.joined(separator: "\n")
     }
 
@@ -200,7 +226,9 @@ struct Comparison {
             ("rows", .array(rows.map { row in
                 .object([
                     ("counter", .string(row)),
-                    ("values", .object(columns.compactMap { c in c.values[row].map { (c.policy, .integer($0)) } })),
+                    ("values", .object(columns.compactMap { c in
+                        c.values[row].map { v in (c.policy, v == v.rounded() && abs(v) < 9e15 ? .integer(Int64(v)) : .number(v)) }
+                    })),
                     ("best", .array(columns.map(\.policy).filter(best(row).contains).map { .string($0) })),
                 ])
             })),
@@ -237,6 +265,13 @@ extension JSONValue {
         switch self {
         case .integer(let i): i
         case .number(let d): Int64(exactly: d.rounded())
+        default: nil
+        }
+    }
+    var double: Double? {
+        switch self {
+        case .integer(let i): Double(i)
+        case .number(let d): d
         default: nil
         }
     }

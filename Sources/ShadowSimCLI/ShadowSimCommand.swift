@@ -15,7 +15,7 @@ public struct ShadowSimCommand: ParsableCommand {
         commandName: "shadowsim",
         abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
         version: shadowSimVersion,
-        subcommands: [Run.self, Compare.self, Sweep.self, Merge.self, Report.self, Test.self, Policies.self, Bugs.self, Bench.self])
+        subcommands: [Run.self, Compare.self, Replay.self, Sweep.self, Merge.self, Report.self, Test.self, Policies.self, Bugs.self, Bench.self])
 
     public init() {}
 

@@ -30,6 +30,7 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
     registerVCPUClass(lua)
     installHotVCPUMethods(lua)
     registerSpaceClass(lua)
+    registerLinuxClass(lua)
 
     lua_createtable(L, 0, 16)
     lua.pushFunction("vm") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
@@ -46,6 +47,14 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
         return 0
     }
     lua_setfield(L, -2, "record")
+    lua.pushFunction("linux") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+        try newLinux(&call)
+    }
+    lua_setfield(L, -2, "linux")
+    lua.pushFunction("replay") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+        try replayFromLua(&call, session: session)
+    }
+    lua_setfield(L, -2, "replay")
     lua.pushFunction("policies") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
         call.newTable(arrayCount: Int32(PolicyCatalog.builtins.count))
         for (i, p) in PolicyCatalog.builtins.enumerated() {
@@ -154,36 +163,31 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
             }
         }
     }
-    var factory: PolicyFactory?
-    if policyName != PolicyCatalog.bareMetalName {
-        do { factory = try PolicyCatalog.factory(policyName) } catch { throw LuaRaise(error.description) }
+    let check = try o.boolean("check") ?? session.check
+    let vm: ScenarioVM
+    do {
+        vm = try session.makeVM(config, name: name, policy: policyName, mmu: mmuConfig, check: check)
+    } catch {
+        throw LuaRaise(error.description)
     }
-    let machine = try core { () throws(MachineError) in try Machine(config) }
-    var mmu: ShadowMMU?
-    if let factory {
-        let policy: any SyncPolicy
-        do { policy = try factory.make() } catch { throw LuaRaise(error.description) }
-        mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig, host: session.host)
-    }
-    let kernel = try core { () throws(MachineError) in try GuestKernel(machine: machine) }
-    let checker = (try o.boolean("check") ?? session.check)
-        ? ArchitecturalChecker(machine: machine, mmu: mmu, paranoid: session.paranoid) : nil
-    let vm = ScenarioVM(name: name, machine: machine, kernel: kernel, mmu: mmu, checker: checker)
-    session.add(vm)
 
+    pushVM(&call, vm)
+    return 1
+}
+
+/// Pushes a VM object, with its user value `{ vcpu = { vcpu objects }, kernel = kernel space }`.
+func pushVM(_ call: inout LuaCall, _ vm: ScenarioVM) {
     call.pushObject(vm, className: ClassName.vm, userValues: 1)
-    // User value: { vcpu = { vcpu objects }, kernel = kernel space }.
     call.newTable(fieldCount: 2)
-    call.newTable(arrayCount: Int32(machine.vcpus.count))
-    for (i, vcpu) in machine.vcpus.enumerated() {
+    call.newTable(arrayCount: Int32(vm.machine.vcpus.count))
+    for (i, vcpu) in vm.machine.vcpus.enumerated() {
         call.pushObject(vcpu, className: ClassName.vcpu)
         call.setIndex(Int64(i + 1))
     }
     call.setField("vcpu")
-    call.pushObject(kernel.kernelSpace, className: ClassName.space)
+    call.pushObject(vm.kernel.kernelSpace, className: ClassName.space)
     call.setField("kernel")
     lua_setiuservalue(call.L, -2, 1)
-    return 1
 }
 
 private func random(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> Int32 {

@@ -3,6 +3,7 @@ import GuestKernel
 import ShadowMMU
 import Checker
 import ShadowSimPolicies
+import LinuxReplay
 
 /// Everything one scenario run owns besides its Lua state: the seed and random
 /// stream, the VMs it created (so their counters can be reported even when the script
@@ -71,6 +72,35 @@ public final class Session {
 
     func add(_ vm: ScenarioVM) { vms.append(vm) }
 
+    /// A VM of this session: the machine, its guest kernel, the shadow MMU of `policy`
+    /// (none for bare metal) and the checker when `check`. Errors: a policy that does
+    /// not load, a machine that cannot be built.
+    public func makeVM(_ config: MachineConfiguration, name: String, policy policyName: String,
+                       mmu mmuConfig: ShadowMMUConfiguration, check: Bool) throws(VMError) -> ScenarioVM {
+        var factory: PolicyFactory?
+        if policyName != PolicyCatalog.bareMetalName {
+            do { factory = try PolicyCatalog.factory(policyName) } catch { throw VMError(description: error.description) }
+        }
+        do {
+            let machine = try Machine(config)
+            var mmu: ShadowMMU?
+            if let factory {
+                let policy: any SyncPolicy
+                do { policy = try factory.make() } catch { throw VMError(description: error.description) }
+                mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig, host: host)
+            }
+            let kernel = try GuestKernel(machine: machine)
+            let checker = check ? ArchitecturalChecker(machine: machine, mmu: mmu, paranoid: paranoid) : nil
+            let vm = ScenarioVM(name: name, machine: machine, kernel: kernel, mmu: mmu, checker: checker)
+            add(vm)
+            return vm
+        } catch let e as VMError {
+            throw e
+        } catch {
+            throw VMError(description: "\(error)")
+        }
+    }
+
     func record(_ key: String, _ value: JSONValue) {
         if let i = records.firstIndex(where: { $0.key == key }) {
             records[i].value = value
@@ -90,6 +120,10 @@ public final class Session {
         ]
         if let error { fields.append(("error", .string(error))) }
         fields.append(("vms", .array(vms.map { $0.report() })))
+        // Pooled over the VMs: a distribution cannot be summed VM by VM.
+        var pooled = RootLoadSamples()
+        for vm in vms { if let m = vm.mmu { pooled.merge(m.rootLoads) } }
+        fields.append(("root_loads", rootLoadObject(pooled)))
         if var timeline {
             sampleTimeline()   // the state at the end
             timeline = self.timeline ?? timeline
@@ -103,6 +137,11 @@ public final class Session {
     }
 }
 
+/// Why a VM could not be made.
+public struct VMError: Error, CustomStringConvertible {
+    public let description: String
+}
+
 /// The version printed by the CLI and written into reports.
 public let shadowSimVersion = "0.1.0"
 
@@ -114,6 +153,12 @@ public final class ScenarioVM {
     public let kernel: GuestKernel
     public let mmu: ShadowMMU?
     public let checker: ArchitecturalChecker?
+    /// The Linux model running on the VM (`shadowsim.linux`, a replay).
+    public internal(set) var linux: LinuxKernel?
+    /// The traces replayed on it.
+    public internal(set) var replays: [(trace: String, record: ReplayRecord)] = []
+    /// Disagreements of its replays with their traces, by line (when asked for).
+    public internal(set) var explanations: [String] = []
 
     init(name: String, machine: Machine, kernel: GuestKernel, mmu: ShadowMMU?, checker: ArchitecturalChecker?) {
         self.name = name
@@ -156,7 +201,7 @@ public final class ScenarioVM {
 
     func report() -> JSONValue {
         let breakdown = cycleBreakdown
-        return .object([
+        var fields: [(String, JSONValue)] = [
             ("name", .string(name)),
             ("mode", .string(machine.mode.description)),
             ("policy", .string(policyName)),
@@ -168,8 +213,13 @@ public final class ScenarioVM {
             ("checked_accesses", .integer(Int64(checker?.accessesChecked ?? 0))),
             ("unjudged_after_host_stores", .integer(Int64(checker?.hostStoreExemptions ?? 0))),
             ("counters", counterObject(counters)),
+            ("root_loads", rootLoadObject(mmu?.rootLoads ?? RootLoadSamples())),
             ("per_vcpu", .array(machine.vcpus.indices.map { counterObject(counters(vcpu: $0)) })),
-        ])
+        ]
+        if let linux { fields.append(("linux", linuxObject(linux.stats, options: linux.options))) }
+        if !replays.isEmpty { fields.append(("replays", .array(replays.map { replayObject($0.trace, $0.record) }))) }
+        if !explanations.isEmpty { fields.append(("explanations", .array(explanations.map { .string($0) }))) }
+        return .object(fields)
     }
 }
 

@@ -20,6 +20,7 @@ import ShadowSimLua
             S.record("vcpu", names(S._methods.vcpu))
             S.record("space", names(S._methods.space))
             S.record("vm", names(getmetatable(S.vm{}).__methods))
+            S.record("linux", names(getmetatable(S.linux(S.vm{})).__methods))
             """.write(toFile: script, atomically: true, encoding: .utf8)
         defer { unlink(script) }
         let result = ScenarioRunner.run(path: script)
@@ -40,14 +41,14 @@ import ShadowSimLua
     /// first column of its tables (`shadowsim.f(…)`, `f{…}` after one, `vm:m(…)`).
     static func documented() throws -> [String: Set<String>] {
         let text = try String(contentsOfFile: ScenarioSuiteTests.repositoryRoot + "/docs/lua-api.md", encoding: .utf8)
-        var out: [String: Set<String>] = ["shadowsim": [], "vm": [], "vcpu": [], "space": []]
+        var out: [String: Set<String>] = ["shadowsim": [], "vm": [], "vcpu": [], "space": [], "linux": []]
         for line in text.split(separator: "\n") where line.hasPrefix("| `") {
             let cell = line.dropFirst(2).components(separatedBy: " | ").first ?? ""
             let spans = cell.components(separatedBy: "`").enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
             let moduleRow = spans.first?.hasPrefix("shadowsim.") ?? false
             for span in spans {
                 var owner: String?, rest = Substring(span)
-                for prefix in ["shadowsim.", "vm:", "vcpu:", "space:"] where span.hasPrefix(prefix) {
+                for prefix in ["shadowsim.", "vm:", "vcpu:", "space:", "linux:"] where span.hasPrefix(prefix) {
                     owner = prefix == "shadowsim." ? "shadowsim" : String(prefix.dropLast())
                     rest = span.dropFirst(prefix.count)
                 }
@@ -63,7 +64,7 @@ import ShadowSimLua
 
     @Test func everyExposedFunctionIsDocumentedAndEveryDocumentedOneExists() throws {
         let exposed = try Self.exposed(), documented = try Self.documented()
-        for owner in ["shadowsim", "vm", "vcpu", "space"] {
+        for owner in ["shadowsim", "vm", "vcpu", "space", "linux"] {
             let e = exposed[owner] ?? [], d = documented[owner] ?? []
             #expect(!e.isEmpty, "\(owner) exposes functions")
             #expect(e.subtracting(d).isEmpty, "\(owner): exposed but not in docs/lua-api.md: \(e.subtracting(d).sorted())")
