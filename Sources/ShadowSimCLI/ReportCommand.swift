@@ -8,8 +8,8 @@ struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a self-contained HTML report with SVG charts from sweep JSON lines.",
         discussion: """
-            Charts: estimated cycles per policy; chosen counters per policy; cost against each swept numeric \
-            parameter, a line per policy; and, for sweeps made with `--trace`, the timeline of faults, syncs and \
+            Charts: estimated cycles per policy; chosen counters per policy; the unsync pages lying around at root \
+            loads and those the new root reaches (mean, p90); cost against each swept numeric parameter, a line per policy; and, for sweeps made with `--trace`, the timeline of faults, syncs and \
             flushes of each policy's last run. Exit status: 0, 2 for unreadable input.
             """)
 
@@ -70,6 +70,11 @@ struct ReportPage {
 
     var cycles: ([String: Any]) -> Double? { { ($0["estimated_cycles"] as? NSNumber)?.doubleValue } }
 
+    /// A statistic (`mean`, `p50`, `p90`, `max`) of a root-load distribution of a run.
+    func rootLoads(_ group: String, _ stat: String) -> ([String: Any]) -> Double? {
+        { r in ((r["root_loads"] as? [String: Any])?[group] as? [String: Any])?[stat].flatMap { ($0 as? NSNumber)?.doubleValue } }
+    }
+
     /// A run's parameter point, as "name=value …" (sorted by name).
     func point(_ r: [String: Any]) -> String {
         (r["params"] as? [String: Any] ?? [:]).map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")
@@ -115,6 +120,17 @@ struct ReportPage {
             let groups = groupedBars(counter(name))
             if groups.contains(where: { $0.bars.contains { $0.1 > 0 } }) {
                 out.append(barChart(title: "\(name) per policy\(at)", groups: groups))
+            }
+        }
+        // The 2010 review's question: unsync pages lying around at root loads, and how
+        // many the new root reaches.
+        for (group, what) in [("unsync_lying_around", "Unsync pages lying around at each root load"),
+                              ("unsync_reached", "Unsync pages the new root reaches at each load")] {
+            for stat in ["mean", "p90"] {
+                let groups = groupedBars(rootLoads(group, stat))
+                if groups.contains(where: { $0.bars.contains { $0.1 > 0 } }) {
+                    out.append(barChart(title: "\(what): \(stat)\(at)", groups: groups))
+                }
             }
         }
         for p in sweptParameters {

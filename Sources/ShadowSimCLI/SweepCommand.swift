@@ -12,8 +12,9 @@ struct Sweep: ParsableCommand {
         abstract: "Run a scenario over the cross product of parameter values and policies, in parallel, as JSON lines.",
         discussion: """
             Each record: run, of, tool, scenario, policy (its name; policy_path too for a .so), seed, params, checked, \
-            status, error (if any), estimated_cycles and counters (summed over the scenario's VMs), and vms (each VM's \
-            report). Every run has the architectural checker attached unless --no-check. \
+            status, error (if any), estimated_cycles and counters (summed over the scenario's VMs), root_loads (the \
+            unsync pages at root loads, pooled over them), and vms (each VM's report, with its trace replays). A trace \
+            is swept as a parameter of scripts/replay.lua: --param trace=A.txt.gz,B.txt.gz. Every run has the architectural checker attached unless --no-check. \
             Records come in run order whatever --jobs is, so the same sweep gives the same file. \
             --shard i/n keeps the runs whose index is i modulo n (1-based i); `shadowsim merge` joins shards. \
             Exit status: 0 when every run passed, 1 when one failed, 2 for a bad command line.
@@ -173,6 +174,7 @@ struct Sweep: ParsableCommand {
         r["estimated_cycles"] = cycles
         r["counters"] = counters
         if let timeline = report["timeline"] { r["timeline"] = timeline }
+        if let loads = report["root_loads"] { r["root_loads"] = loads }
         if status != 0 && r["error"] == nil { r["error"] = "exit status \(status)" }
         return r
     }
