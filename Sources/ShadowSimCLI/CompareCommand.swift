@@ -118,6 +118,10 @@ struct Comparison {
             for vm in vms {
                 for (name, value) in vm.field("counters")?.fields ?? [] { add(name, value.double ?? 0) }
             }
+            // The sync work a root load costs, on average.
+            if let loads = values["root_loads"], loads > 0, let synced = values["pages_synced"] {
+                add("pages_synced_per_root_load", synced / loads)
+            }
         }
 
         var passed: Bool { failure == nil }
@@ -141,10 +145,13 @@ struct Comparison {
     let seed: UInt64
     let checked: Bool
     let columns: [Column]
+    /// Only these rows, in this order (`--rows`); nil: every row.
+    var only: [String]? = nil
 
     var rows: [String] {
         var seen = Set<String>(), out: [String] = []
         for c in columns { for r in c.order where seen.insert(r).inserted { out.append(r) } }
+        if let only { return only.filter(seen.contains) }
         return out
     }
 

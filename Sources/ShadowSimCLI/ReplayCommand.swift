@@ -60,6 +60,9 @@ struct Replay: ParsableCommand {
     @Option(help: "table, json, csv or markdown.")
     var format = "table"
 
+    @Option(help: "Only these rows of the comparison, in this order (comma-separated names, e.g. exits,pages_synced).")
+    var rows: String?
+
     @Option(name: .shortAndLong, help: "Write the output to this file.")
     var output: String?
 
@@ -121,7 +124,8 @@ struct Replay: ParsableCommand {
                 failed += agreementFailures(trace: trace, label: label, report: result.report)
                 if result.exhausted == .interrupt { interrupted = true; break }
             }
-            let comparison = Comparison(script: trace, seed: 0, checked: check, columns: columns)
+            var comparison = Comparison(script: trace, seed: 0, checked: check, columns: columns)
+            comparison.only = rows.map { $0.split(separator: ",").map { String($0).trimmingSpaces } }
             let agreement = ReplayAgreement(trace: trace, records: records)
             switch format {
             case "json":

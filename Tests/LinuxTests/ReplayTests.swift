@@ -41,7 +41,7 @@ import GuestKernel
         #expect(r.contextSwitches == r.eventsByName["sched_switch"] ?? 0)
         #expect(r.execs == r.eventsByName["sched_process_exec"] ?? 0)
         #expect(r.exits == r.eventsByName["sched_process_exit"] ?? 0)
-        #expect(r.forks + r.threads == r.eventsByName["task_newtask"] ?? 0)
+        #expect(r.forks + r.vforks + r.threads == r.eventsByName["task_newtask"] ?? 0)
         #expect(r.skippedTotal == 0, "\(r.skipped)")
         #expect(r.lostEvents == 0)
     }

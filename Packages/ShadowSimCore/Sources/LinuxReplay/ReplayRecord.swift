@@ -1,4 +1,5 @@
 import GuestKernel
+import LinuxTrace
 
 /// What a replay did, and how closely the model followed the trace.
 public struct ReplayRecord: Sendable {
@@ -6,11 +7,23 @@ public struct ReplayRecord: Sendable {
     public var lines = 0
     public var events = 0
     /// Events by name (`sched_switch`, `page_fault_user`, `sys_enter_mmap`, …).
-    public var eventsByName: [String: Int] = [:]
+    public var eventsByName: [String: Int] {
+        var out = otherEvents
+        for (i, n) in counts.enumerated() where n > 0 { out[EventName.all[i]] = n }
+        return out
+    }
+    /// Counts of the events the replay knows, by `EventName` index (an array, not a
+    /// dictionary: one increment per event of a long trace).
+    var counts = [Int](repeating: 0, count: EventName.all.count)
+    /// Events of other names.
+    var otherEvents: [String: Int] = [:]
 
     // Tasks.
     public var contextSwitches = 0
+    /// Clones by kind: a new mm (fork), the parent's mm lent until exec (vfork, or any
+    /// CLONE_VM without CLONE_THREAD), a thread.
     public var forks = 0
+    public var vforks = 0
     public var threads = 0
     public var execs = 0
     /// Execs done at `sched_process_exec` because their start (the mm switch) was not
@@ -85,7 +98,7 @@ public struct ReplayRecord: Sendable {
     public var fields: [(name: String, value: Int)] {
         let f = flushes.values
         return [
-            ("events", events), ("sched_switches", contextSwitches), ("forks", forks), ("threads", threads),
+            ("events", events), ("sched_switches", contextSwitches), ("forks", forks), ("vforks", vforks), ("threads", threads),
             ("execs", execs), ("execs_at_end", execsAtEnd), ("exits", exits), ("faults_replayed", faultsReplayed), ("faults_agreed", faultsAgreed),
             ("faults_raced", faultsRaced), ("faults_unknown_history", faultsUnknownHistory),
             ("faults_unknown_area", faultsUnknownArea),
@@ -99,3 +112,16 @@ public struct ReplayRecord: Sendable {
         ]
     }
 }
+
+/// The names of the events the replay counts, by index.
+enum EventName {
+    static let fixed = ["sched_switch", "task_newtask", "sched_process_fork", "sched_process_exec", "sched_process_exit",
+                        "sched_migrate_task", "page_fault_user", "page_fault_kernel", "tlb_flush", "lost"]
+    static let all = fixed + TraceEvent.Syscall.allCases.flatMap { ["sys_enter_" + $0.rawValue, "sys_exit_" + $0.rawValue] }
+    static let schedSwitch = 0, newTask = 1, fork = 2, exec = 3, exit = 4, migrate = 5, faultUser = 6, faultKernel = 7,
+               tlbFlush = 8, lost = 9
+
+    static func enter(_ call: TraceEvent.Syscall) -> Int { fixed.count + 2 * TraceEvent.Syscall.allCases.firstIndex(of: call)! }
+    static func exit(_ call: TraceEvent.Syscall) -> Int { enter(call) + 1 }
+}
+

@@ -119,7 +119,7 @@ public final class TraceReplay {
         }
     }
 
-    private func count(_ name: String) { record.eventsByName[name, default: 0] += 1 }
+    private func count(_ index: Int) { record.counts[index] += 1 }
 
     /// Notes a disagreement with the trace at the current line (when explaining).
     func note(_ what: @autoclosure () -> String, line at: Int? = nil) {
@@ -133,7 +133,7 @@ public final class TraceReplay {
         let cpu = event.cpu
         switch event.body {
         case .schedSwitch(let prev, let prevComm, let next, let nextComm):
-            count("sched_switch")
+            count(EventName.schedSwitch)
             record.contextSwitches += 1
             let from = prev == 0 ? nil : task(prev, name: prevComm, cpu: cpu)
             let to = next == 0 ? nil : task(next, name: nextComm, cpu: cpu)
@@ -149,7 +149,7 @@ public final class TraceReplay {
             if let from, from.exited { linux.reap(from.pid) }
             flushes.settle(cpu)
         case .newTask(let pid, let cloneFlags):
-            count("task_newtask")
+            count(EventName.newTask)
             let parent = try current(event)
             guard parent.mm != nil else { record.skip("a task created by a task without an mm"); return }
             if let old = linux.task(pid) {
@@ -158,9 +158,15 @@ public final class TraceReplay {
             }
             let flags = CloneFlags(rawValue: cloneFlags)
             try linux.fork(on: cpu, child: pid, flags: flags)
-            if flags.contains(.vm) { record.threads += 1 } else { record.forks += 1 }
+            if flags.contains(.thread) {
+                record.threads += 1
+            } else if flags.contains(.vm) {
+                record.vforks += 1
+            } else {
+                record.forks += 1
+            }
         case .fork(let parentPID, let child):
-            count("sched_process_fork")
+            count(EventName.fork)
             guard linux.task(child) == nil else { return }
             // No task_newtask before it: a plain fork is assumed.
             guard let parent = linux.task(parentPID), parent.mm != nil else {
@@ -171,7 +177,7 @@ public final class TraceReplay {
             record.forks += 1
             record.skip("sched_process_fork without task_newtask (a fork of the mm assumed)")
         case .exec(let pid, let oldPID, _):
-            count("sched_process_exec")
+            count(EventName.exec)
             let task = try current(event)
             if pid != oldPID, task.pid != pid { record.skip("exec by a thread other than the leader (pid kept)") }
             if execsUnderWay.remove(task.pid) == nil {
@@ -182,18 +188,18 @@ public final class TraceReplay {
             }
             record.execs += 1
         case .exit(let pid, _):
-            count("sched_process_exit")
+            count(EventName.exit)
             let task = try current(event)
             if task.pid != pid { record.skip("sched_process_exit of another task") ; return }
             try linux.exit(on: cpu)
             record.exits += 1
         case .migrate:
-            count("sched_migrate_task")
+            count(EventName.migrate)
         case .pageFault(let kernelMode, let address, let code):
-            count(kernelMode ? "page_fault_kernel" : "page_fault_user")
+            count(kernelMode ? EventName.faultKernel : EventName.faultUser)
             try pageFault(event, kernelMode: kernelMode, address: address, code: code)
         case .tlbFlush(let reason, let pages):
-            count("tlb_flush")
+            count(EventName.tlbFlush)
             if reason == TLBFlushReason.taskSwitch.rawValue {
                 // Recorded in the context of the task the switch left: no current task
                 // to check. A flushing one may be an exec starting.
@@ -205,17 +211,17 @@ public final class TraceReplay {
             }
             flushes.traced(cpu: cpu, reason: reason, pages: pages)
         case .syscallEnter(let call, let args):
-            count("sys_enter_" + call.rawValue)
+            count(EventName.enter(call))
             try syscallEnter(event, call, args)
         case .syscallExit(let call, let value):
-            count("sys_exit_" + call.rawValue)
+            count(EventName.exit(call))
             try syscallExit(event, call, value)
         case .lost(let n):
-            count("lost")
+            count(EventName.lost)
             record.lostMarkers += 1
             record.lostEvents += n ?? 0
         case .other(let name):
-            count(name)
+            record.otherEvents[name, default: 0] += 1
             record.skip("event \(name), which the replay does not use")
         }
     }

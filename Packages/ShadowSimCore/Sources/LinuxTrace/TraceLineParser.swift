@@ -164,20 +164,28 @@ public struct TraceLineParser {
     /// The event name and its fields.
     private func parseBody(_ c: inout Cursor) -> TraceEvent.Body? {
         // Name: up to ':' (perf: group:name:) or, for tracefs syscalls, up to '(' or ' '.
-        let nameStart = c.position
+        var nameStart = c.position
         while let b = c.peek, b != UInt8(ascii: ":"), b != UInt8(ascii: "("), b != UInt8(ascii: " ") { c.advance(1) }
-        var name = c.string(from: nameStart)
+        var nameEnd = c.position
         if c.peek == UInt8(ascii: ":") {
             c.advance(1)
             // perf's "group:name:".
             if let b = c.peek, b != UInt8(ascii: " ") {
-                let second = c.position
+                nameStart = c.position
                 while let b = c.peek, b != UInt8(ascii: ":") { c.advance(1) }
-                name = c.string(from: second)
+                nameEnd = c.position
                 c.advance(1)
             }
         }
         c.skipSpaces()
+        // Compared as bytes: no string is made for the common events.
+        func named(_ s: StaticString) -> Bool { c.bytes(nameStart, nameEnd, equal: s) }
+        let name: String
+        if named("page_fault_user") { name = "page_fault_user" }
+        else if named("page_fault_kernel") { name = "page_fault_kernel" }
+        else if named("tlb_flush") { name = "tlb_flush" }
+        else if named("sched_switch") { name = "sched_switch" }
+        else { name = String(decoding: UnsafeBufferPointer(rebasing: c.bytes[nameStart..<nameEnd]), as: UTF8.self) }
         switch name {
         case "page_fault_user", "page_fault_kernel":
             guard let address = c.hexField("address="), let code = c.hexField("error_code=") else { return nil }
@@ -288,6 +296,17 @@ struct Cursor {
     var remaining: Int { bytes.count - position }
     var peek: UInt8? { position < bytes.count ? bytes[position] : nil }
     var rest: String { String(decoding: UnsafeBufferPointer(rebasing: bytes[min(position, bytes.count)...]), as: UTF8.self) }
+
+    /// Whether `bytes[start..<end]` spell `s`.
+    func bytes(_ start: Int, _ end: Int, equal s: StaticString) -> Bool {
+        let n = s.utf8CodeUnitCount
+        guard end - start == n else { return false }
+        return s.withUTF8Buffer { p in
+            var i = 0
+            while i < n && bytes[start + i] == p[i] { i += 1 }
+            return i == n
+        }
+    }
 
     func string(from start: Int) -> String {
         String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)

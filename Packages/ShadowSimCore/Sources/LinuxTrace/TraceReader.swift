@@ -65,9 +65,8 @@ public final class TraceReader {
             // Hand out every complete line in the buffer.
             while true {
                 let newline: Int? = buffer.withUnsafeBufferPointer { p in
-                    var i = start
-                    while i < filled { if p[i] == 10 { return i }; i += 1 }
-                    return nil
+                    guard start < filled, let hit = memchr(p.baseAddress! + start, 10, filled - start) else { return nil }
+                    return p.baseAddress!.distance(to: hit.assumingMemoryBound(to: UInt8.self))
                 }
                 guard let end = newline else { break }
                 lineNumber += 1

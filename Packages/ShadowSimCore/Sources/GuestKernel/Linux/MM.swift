@@ -206,7 +206,7 @@ public final class LinuxMM {
     public let userPGD: UInt64?
     public internal(set) var areas = VMAList()
     /// CPUs that may hold TLB entries of this mm (`mm_cpumask`).
-    public internal(set) var cpumask = Set<Int>()
+    public internal(set) var cpumask = CPUMask()
     /// Tasks using this mm (`mm_users`).
     public internal(set) var users = 0
     /// The program break: its start and where it is now.
@@ -228,3 +228,58 @@ public final class LinuxMM {
         self.userPGD = userPGD
     }
 }
+
+/// A set of CPUs (up to 256, the most a guest has), as a bitmap: Linux's `cpumask`.
+public struct CPUMask: Sendable, Equatable, Sequence {
+    private var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+    public init() {}
+
+    private func word(_ i: Int) -> UInt64 {
+        switch i {
+        case 0: words.0
+        case 1: words.1
+        case 2: words.2
+        default: words.3
+        }
+    }
+
+    private mutating func update(_ i: Int, _ change: (inout UInt64) -> Void) {
+        switch i {
+        case 0: change(&words.0)
+        case 1: change(&words.1)
+        case 2: change(&words.2)
+        default: change(&words.3)
+        }
+    }
+
+    public func contains(_ cpu: Int) -> Bool { word(cpu >> 6) & (1 << UInt64(cpu & 63)) != 0 }
+    public mutating func insert(_ cpu: Int) { update(cpu >> 6) { $0 |= 1 << UInt64(cpu & 63) } }
+    public mutating func remove(_ cpu: Int) { update(cpu >> 6) { $0 &= ~(1 << UInt64(cpu & 63)) } }
+
+    /// Whether a CPU other than `cpu` is in the set.
+    public func containsOther(than cpu: Int) -> Bool {
+        var copy = self
+        copy.remove(cpu)
+        return copy.words != (0, 0, 0, 0)
+    }
+
+    public static func == (a: CPUMask, b: CPUMask) -> Bool { a.words == b.words }
+
+    /// The CPUs in ascending order.
+    public func makeIterator() -> AnyIterator<Int> {
+        var i = 0
+        var bits = word(0)
+        return AnyIterator {
+            while bits == 0 {
+                i += 1
+                guard i < 4 else { return nil }
+                bits = self.word(i)
+            }
+            let cpu = i << 6 | bits.trailingZeroBitCount
+            bits &= bits - 1
+            return cpu
+        }
+    }
+}
+

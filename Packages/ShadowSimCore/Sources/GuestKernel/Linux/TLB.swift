@@ -168,10 +168,10 @@ extension LinuxKernel {
         mm.tlbGeneration += 1
         var info = FlushInfo(mm: mm, start: start, end: end, strideShift: strideShift, freedTables: freedTables,
                              newGeneration: mm.tlbGeneration, initiator: cpu, trimCPUMask: false)
-        if mm.cpumask.contains(where: { $0 != cpu }) {
+        if mm.cpumask.containsOther(than: cpu) {
             info.trimCPUMask = shouldTrimCPUMask(mm)
             trace(cpu, .remoteSendIPI, end == Self.flushAll ? -1 : Int64((end - start) >> 12))
-            for target in mm.cpumask.sorted() where freedTables || shouldFlush(target, info) {
+            for target in mm.cpumask where freedTables || shouldFlush(target, info) {
                 if target == cpu {
                     try flushFunction(target, info)
                 } else {
