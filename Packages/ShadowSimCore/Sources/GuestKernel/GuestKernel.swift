@@ -171,20 +171,38 @@ public final class FrameAllocator {
     public let capacity: UInt64
     public private(set) var next: UInt64
     private var freeList: [UInt64] = []
-    private var allocated = Set<UInt64>()
+    /// One bit per frame handed out (grown on demand), to refuse a double free.
+    private var allocated: [UInt64] = []
+    public private(set) var inUse = 0
 
     init(capacity: UInt64, firstFrame: UInt64) {
         self.capacity = capacity
         next = min(firstFrame, capacity)
     }
 
-    /// Frames currently handed out.
-    public var inUse: Int { allocated.count }
+    /// Marks `gpa` handed out.
+    private func mark(_ gpa: UInt64) {
+        let frame = Int(gpa >> 12), word = frame >> 6
+        if word >= allocated.count {
+            allocated.append(contentsOf: repeatElement(0, count: max(word + 1, allocated.count * 2) - allocated.count))
+        }
+        allocated[word] |= 1 << UInt64(frame & 63)
+        inUse += 1
+    }
+
+    /// Clears `gpa`'s bit; false if it was not handed out.
+    private func unmark(_ gpa: UInt64) -> Bool {
+        let frame = Int(gpa >> 12), word = frame >> 6, bit: UInt64 = 1 << UInt64(frame & 63)
+        guard word < allocated.count, allocated[word] & bit != 0 else { return false }
+        allocated[word] &= ~bit
+        inUse -= 1
+        return true
+    }
 
     /// A frame and whether it was used before (and so may hold old data).
     func allocate() throws(MachineError) -> (UInt64, reused: Bool) {
         if let f = freeList.popLast() {
-            allocated.insert(f)
+            mark(f)
             return (f, true)
         }
         guard next + 4096 <= capacity else {
@@ -192,7 +210,7 @@ public final class FrameAllocator {
         }
         let f = next
         next += 4096
-        allocated.insert(f)
+        mark(f)
         return (f, false)
     }
 
@@ -201,13 +219,13 @@ public final class FrameAllocator {
         guard next + 4096 <= capacity else { throw .kernel("the guest is too small for its boot page tables") }
         let f = next
         next += 4096
-        allocated.insert(f)
+        mark(f)
         return f
     }
 
     func free(_ gpa: UInt64) throws(MachineError) {
         guard gpa & 0xFFF == 0 else { throw .invalidArgument("frame address \(hex(gpa)) is not 4 KiB aligned") }
-        guard allocated.remove(gpa) != nil else {
+        guard unmark(gpa) else {
             throw .invalidArgument("frame \(hex(gpa)) is not allocated (double free, or never allocated)")
         }
         freeList.append(gpa)

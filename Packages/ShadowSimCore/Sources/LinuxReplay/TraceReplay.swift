@@ -21,7 +21,11 @@ public final class TraceReplay {
     /// During a switch the trace did not show: nil (what it does is not judged).
     private var switchingFrom: [Int: LinuxTask?] = [:]
     /// The last traced fault on each page (of each mm): its CPU and time, for the race rule.
+    /// Two generations, each spanning at least one race window, so that every fault
+    /// within the window is in one of them and neither table is rebuilt (only cleared).
     private var recentFaults: [FaultKey: (cpu: Int, time: UInt64)] = [:]
+    private var olderFaults: [FaultKey: (cpu: Int, time: UInt64)] = [:]
+    private var recentFaultsSince: UInt64 = 0
     struct FaultKey: Hashable {
         var mm: ObjectIdentifier
         var page: UInt64
@@ -327,9 +331,14 @@ public final class TraceReplay {
         let result = try linux.touch(on: cpu, address, kind, user: !kernelMode)
         let relevant: UInt32 = 0x1F
         let page = FaultKey(mm: ObjectIdentifier(mm), page: address >> 12)
-        let raced = recentFaults[page].map { $0.cpu != cpu && event.time &- $0.time <= Self.raceWindow } ?? false
+        if event.time &- recentFaultsSince > Self.raceWindow {
+            swap(&recentFaults, &olderFaults)
+            recentFaults.removeAll(keepingCapacity: true)
+            recentFaultsSince = event.time
+        }
+        let last = recentFaults[page] ?? olderFaults[page]
+        let raced = last.map { $0.cpu != cpu && event.time &- $0.time <= Self.raceWindow } ?? false
         recentFaults[page] = (cpu, event.time)
-        if recentFaults.count > 8192 { recentFaults = recentFaults.filter { event.time &- $0.value.time <= Self.raceWindow } }
         let agreed = result.first.outcome == .pageFault && result.first.errorCode & relevant == code & relevant
         if agreed {
             record.faultsAgreed += 1

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The three text formats a trace comes in (traces/formats/FORMATS.md has examples).
 public enum TraceFormat: String, Sendable {
     /// The kernel's own `trace` file (what tools/record-linux-trace.sh saves).
@@ -180,21 +182,21 @@ public struct TraceLineParser {
         c.skipSpaces()
         // Compared as bytes: no string is made for the common events.
         func named(_ s: StaticString) -> Bool { c.bytes(nameStart, nameEnd, equal: s) }
-        let name: String
-        if named("page_fault_user") { name = "page_fault_user" }
-        else if named("page_fault_kernel") { name = "page_fault_kernel" }
-        else if named("tlb_flush") { name = "tlb_flush" }
-        else if named("sched_switch") { name = "sched_switch" }
-        else { name = String(decoding: UnsafeBufferPointer(rebasing: c.bytes[nameStart..<nameEnd]), as: UTF8.self) }
-        switch name {
-        case "page_fault_user", "page_fault_kernel":
+        // The common events return before any string is made.
+        let userFault = named("page_fault_user")
+        if userFault || named("page_fault_kernel") {
             guard let address = c.hexField("address="), let code = c.hexField("error_code=") else { return nil }
-            return .pageFault(kernelMode: name == "page_fault_kernel", address: address, errorCode: UInt32(truncatingIfNeeded: code))
-        case "tlb_flush":
+            return .pageFault(kernelMode: !userFault, address: address, errorCode: UInt32(truncatingIfNeeded: code))
+        }
+        if named("tlb_flush") {
             guard c.find("pages") else { return nil }
             c.advance(6)                                  // "pages:" or "pages="
             guard let pages = c.signedDecimal(), let reason = c.lastParenthesizedNumber() else { return nil }
             return .tlbFlush(reason: reason, pages: pages)
+        }
+        let name = named("sched_switch") ? "sched_switch"
+            : String(decoding: UnsafeBufferPointer(rebasing: c.bytes[nameStart..<nameEnd]), as: UTF8.self)
+        switch name {
         case "sched_switch":
             if let prevComm = c.text(between: "prev_comm=", and: " prev_pid="), let prev = c.decimalField("prev_pid="),
                let nextComm = c.text(between: "next_comm=", and: " next_pid="), let next = c.decimalField("next_pid=") {
@@ -335,22 +337,19 @@ struct Cursor {
     /// The index of the first occurrence of `s` at or after the position.
     func index(of s: StaticString) -> Int? {
         let n = s.utf8CodeUnitCount
+        guard n > 0, let base = bytes.baseAddress else { return nil }
         return s.withUTF8Buffer { p -> Int? in
-            guard n > 0, bytes.count >= n else { return nil }
             var i = position
             while i + n <= bytes.count {
-                if bytes[i] == p[0] {
-                    var j = 1
-                    while j < n && bytes[i + j] == p[j] { j += 1 }
-                    if j == n { return i }
-                }
+                guard let hit = memchr(base + i, Int32(p[0]), bytes.count - n + 1 - i) else { return nil }
+                i = UnsafeRawPointer(base).distance(to: UnsafeRawPointer(hit))
+                if memcmp(base + i, p.baseAddress!, n) == 0 { return i }
                 i += 1
             }
             return nil
         }
     }
 
-    /// Moves to the next occurrence of `s`; false (not moving) when there is none.
     mutating func find(_ s: StaticString) -> Bool {
         guard let i = index(of: s) else { return false }
         position = i
@@ -359,9 +358,12 @@ struct Cursor {
 
     /// The position of the first "[ddd]" in the line.
     func find3DigitBracket() -> Int? {
+        guard let base = bytes.baseAddress else { return nil }
         var i = position
         while i + 4 < bytes.count {
-            if bytes[i] == UInt8(ascii: "["), bytes[i + 4] == UInt8(ascii: "]"),
+            guard let hit = memchr(base + i, Int32(UInt8(ascii: "[")), bytes.count - 4 - i) else { return nil }
+            i = UnsafeRawPointer(base).distance(to: UnsafeRawPointer(hit))
+            if bytes[i + 4] == UInt8(ascii: "]"),
                (1...3).allSatisfy({ bytes[i + $0] >= 48 && bytes[i + $0] <= 57 }) { return i }
             i += 1
         }

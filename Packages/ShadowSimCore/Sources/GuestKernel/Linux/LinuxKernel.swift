@@ -97,7 +97,7 @@ public final class LinuxKernel {
     /// The page cache: a file page is one frame for every mapping of it.
     var pageCache: [FileKey: [UInt64: UInt64]] = [:]
     /// Map counts of anonymous frames (a frame shared after fork has 2 or more).
-    var anonymousMapCount: [UInt64: Int32] = [:]
+    var anonymousMapCount = FrameCounts()
     /// The shared zero page, mapped by anonymous read faults.
     public let zeroPage: UInt64
     var nextContextID: UInt64 = 2
@@ -312,4 +312,25 @@ public struct FaultCounts: Sendable, Equatable {
     }
 
     public init() {}
+}
+
+/// A count per guest frame, absent when zero: indexed by frame number, since every
+/// anonymous fault reads one and a hash per fault showed in the replay's profile.
+struct FrameCounts {
+    private var counts: [Int32] = []
+
+    subscript(frame: UInt64) -> Int32? {
+        get {
+            let i = Int(frame >> 12)
+            return i < counts.count && counts[i] != 0 ? counts[i] : nil
+        }
+        set {
+            let i = Int(frame >> 12)
+            if i >= counts.count {
+                guard let value = newValue, value != 0 else { return }
+                counts.append(contentsOf: repeatElement(0, count: max(i + 1, counts.count * 2) - counts.count))
+            }
+            counts[i] = newValue ?? 0
+        }
+    }
 }
