@@ -42,6 +42,8 @@ struct Compare: ParsableCommand {
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
 
+    @OptionGroup var mmuTrace: MMUTraceOptions
+
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -67,7 +69,8 @@ struct Compare: ParsableCommand {
         }
         for policy in resolved {
             let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params,
-                                            policy: policy.argument, check: check, limits: limits)
+                                            policy: policy.argument, check: check, limits: limits,
+                                            mmuTrace: try mmuTrace.open(mmuTrace.path(for: [policy.label])))
             columns.append(Comparison.Column(policy: policy.label, result: result))
             if result.exhausted == .interrupt { break }
         }

@@ -66,6 +66,8 @@ struct Replay: ParsableCommand {
     @Option(name: .shortAndLong, help: "Write the output to this file.")
     var output: String?
 
+    @OptionGroup var mmuTrace: MMUTraceOptions
+
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -111,7 +113,10 @@ struct Replay: ParsableCommand {
                 request.explain = explain
                 let label = policy.label
                 request.shouldStop = { luashim_interrupted() != 0 }
-                let result = ReplayRunner.run(request, progress: terminal ? { p in
+                var traceName = Substring(trace.split(separator: "/").last ?? "")
+                for suffix in [".gz", ".txt", ".dat"] where traceName.hasSuffix(suffix) { traceName = traceName.dropLast(suffix.count) }
+                let sink = try mmuTrace.open(mmuTrace.path(for: traces.count > 1 ? [String(traceName), label] : [label]))
+                let result = ReplayRunner.run(request, mmuTrace: sink, progress: terminal ? { p in
                     writeStderr("\r\(trace) under \(label): \(p.events) events (\(p.bytes >> 20) MiB read)")
                 } : nil)
                 if terminal { writeStderr("\r\u{1B}[K") }

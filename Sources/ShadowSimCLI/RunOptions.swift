@@ -3,6 +3,7 @@ import LuaKit
 import ShadowSimLua
 import ShadowSimPolicies
 import ShadowMMU
+import ShadowSimFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -136,4 +137,32 @@ func plantedBug(_ name: String?, under policy: String) throws -> PlantedBug? {
     }
     do { try PolicyCatalog.check(bug, under: policy) } catch { throw usageError(error.description) }
     return bug
+}
+
+/// `--mmu-trace FILE`: the shadow MMU's events as KVM's kvmmmu tracepoints print them.
+struct MMUTraceOptions: ParsableArguments {
+    @Option(name: .customLong("mmu-trace"),
+            help: "Write the shadow MMU's events to this file as `trace-cmd report` prints KVM's kvmmmu tracepoints (several runs: one file each, named after the policy, e.g. mmu.kvm-unsync.txt).")
+    var path: String?
+
+    /// The file of one run of several: `mmu.txt` with `kvm-unsync` → `mmu.kvm-unsync.txt`.
+    func path(for parts: [String]) -> String? {
+        guard let path else { return nil }
+        let tag = parts.map { $0.split(separator: "/").last.map(String.init) ?? $0 }.joined(separator: ".")
+        guard !tag.isEmpty else { return path }
+        let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
+        if let dot = path[slash...].lastIndex(of: "."), dot > slash {
+            return "\(path[..<dot]).\(tag)\(path[dot...])"
+        }
+        return "\(path).\(tag)"
+    }
+
+    /// A sink writing to `path` (nil for nil); a file that cannot be made is a usage error.
+    func open(_ path: String?) throws -> MMUTraceSink? {
+        guard let path else { return nil }
+        guard let writer = LineWriter(path: path) else {
+            throw usageError("--mmu-trace \(path): cannot write: \(String(cString: strerror(errno)))")
+        }
+        return MMUTraceSink { writer.write($0) }
+    }
 }

@@ -15,7 +15,7 @@ public struct ShadowSimCommand: ParsableCommand {
         commandName: "shadowsim",
         abstract: "Simulate x86 guests under shadow paging, driven by Lua scenarios.",
         version: shadowSimVersion,
-        subcommands: [Run.self, Compare.self, Replay.self, Sweep.self, Merge.self, Report.self, Test.self, Policies.self, Bugs.self, Bench.self])
+        subcommands: [Run.self, Compare.self, Replay.self, MMUDiff.self, Sweep.self, Merge.self, Report.self, Test.self, Policies.self, Bugs.self, Bench.self])
 
     public init() {}
 
@@ -75,6 +75,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var parameters: ParameterOptions
 
+    @OptionGroup var mmuTrace: MMUTraceOptions
+
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
 
@@ -99,7 +101,7 @@ struct Run: ParsableCommand {
         let started = monotonicSeconds()
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params, policy: policy,
                                         check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits,
-                                        trace: trace)
+                                        trace: trace, mmuTrace: try mmuTrace.open(mmuTrace.path))
         if let json {
             try writeText(result.report.serialized() + "\n", to: json)
         }

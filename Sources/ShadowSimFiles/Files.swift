@@ -42,3 +42,19 @@ public enum Files {
         return bytes
     }
 }
+
+/// A file written line by line through stdio's buffer (an MMU trace can run to millions
+/// of lines). Closed when released.
+public final class LineWriter {
+    private let file: UnsafeMutablePointer<FILE>
+
+    /// Nil, with `errno` set, when `path` cannot be created.
+    public init?(path: String) {
+        guard let f = fopen(path, "wb") else { return nil }
+        file = f
+    }
+
+    public func write(_ text: String) { fputs(text, file) }
+
+    deinit { fclose(file) }
+}

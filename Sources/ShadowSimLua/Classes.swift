@@ -120,6 +120,54 @@ func registerVMClass(_ lua: LuaState, session: Session) {
             }
             return 1
         }),
+        ("shadow_pages", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            let infos = try vm(&call).mmu?.shadowPageInfos() ?? []
+            call.newTable(arrayCount: Int32(infos.count))
+            for (i, p) in infos.enumerated() {
+                call.newTable(fieldCount: 10)
+                call.push(Int(p.handle)); call.setField("handle")
+                call.push(bits: p.gfn); call.setField("gfn")
+                call.push(p.role.level); call.setField("level")
+                call.push(p.roleText); call.setField("role")
+                call.push(p.role.direct); call.setField("direct")
+                call.push(p.unsync ? "unsync" : "sync"); call.setField("sync")
+                call.push(p.unsyncChildren); call.setField("unsync_children")
+                call.push(p.rootCount); call.setField("root_count")
+                if let age = p.age { call.push(age); call.setField("age") }
+                call.newTable(arrayCount: Int32(p.parents.count))
+                for (j, ref) in p.parents.enumerated() {
+                    call.newTable(fieldCount: 2)
+                    call.push(Int(ref.page)); call.setField("handle")
+                    call.push(Int(ref.index)); call.setField("index")
+                    call.setIndex(Int64(j + 1))
+                }
+                call.setField("parents")
+                call.setIndex(Int64(i + 1))
+            }
+            return 1
+        }),
+        ("sptes", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            let vm = try vm(&call)
+            let gfn = try call.bits(2)
+            guard gfn < vm.machine.memory.capacity >> 12 else {
+                throw call.argumentError(2, "gfn \(hex(gfn)) is beyond guest memory (\(vm.machine.memory.capacity >> 12) frames)")
+            }
+            let sptes = vm.mmu?.sptes(mapping: gfn) ?? []
+            call.newTable(arrayCount: Int32(sptes.count))
+            for (i, e) in sptes.enumerated() {
+                call.newTable(fieldCount: 8)
+                call.push(Int(e.handle)); call.setField("handle")
+                call.push(e.index); call.setField("index")
+                call.push(e.level); call.setField("level")
+                call.push(bits: e.value); call.setField("spte")
+                call.push(e.writable); call.setField("writable")
+                call.push(e.user); call.setField("user")
+                call.push(e.executable); call.setField("executable")
+                call.push(e.accessed); call.setField("accessed")
+                call.setIndex(Int64(i + 1))
+            }
+            return 1
+        }),
         ("cycles", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let estimate = try vm(&call).cycleBreakdown
             call.newTable(arrayCount: Int32(estimate.perVCPU.count), fieldCount: 2)

@@ -47,6 +47,11 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
         return 0
     }
     lua_setfield(L, -2, "record")
+    lua.pushFunction("mark") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+        session.mark(try call.string(1))
+        return 0
+    }
+    lua_setfield(L, -2, "mark")
     lua.pushFunction("linux") { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
         try newLinux(&call)
     }

@@ -102,8 +102,10 @@ public enum ReplayRunner {
 
     /// `shadowsim replay`: one trace under one policy, as a run record (what `compare`
     /// tabulates): status, error, the VM with its counters, the model's and the replay's.
-    public static func run(_ request: ReplayRequest, progress: ((TraceReplay.Progress) -> Void)? = nil) -> ScenarioResult {
+    public static func run(_ request: ReplayRequest, mmuTrace: MMUTraceSink? = nil,
+                           progress: ((TraceReplay.Progress) -> Void)? = nil) -> ScenarioResult {
         let session = Session(seed: 0, arguments: [], defaultPolicy: request.policy, check: request.check)
+        session.mmuTrace = mmuTrace
         var failure: LuaScriptError?
         var interrupted = false
         do {

@@ -44,10 +44,11 @@ public enum ScenarioRunner {
                            parameters: [(name: String, value: String)] = [],
                            policy: String = "kvm-unsync", check: Bool = false, paranoid: Bool = false,
                            plantedBug: PlantedBug? = nil, limits: RunLimits = RunLimits(),
-                           trace: Bool = false) -> ScenarioResult {
+                           trace: Bool = false, mmuTrace: MMUTraceSink? = nil) -> ScenarioResult {
         let session = Session(seed: seed, arguments: arguments, parameters: parameters, defaultPolicy: policy,
                               check: check, paranoid: paranoid,
                               plantedBug: plantedBug)
+        session.mmuTrace = mmuTrace
         let lua = LuaState()
         lua.openStandardLibraries()
         let budgets = UnsafeMutablePointer<luashim_Budgets>.allocate(capacity: 1)

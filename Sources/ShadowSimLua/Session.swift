@@ -33,6 +33,36 @@ public final class Session {
     public internal(set) var timeline: [(ops: UInt64, faults: UInt64, sync: UInt64, flushes: UInt64)]?
     private var sampleEvery = 1
     private var sampleTick = 0
+    /// Where the MMUs of the session's VMs trace their events (`--mmu-trace`), if anywhere.
+    public var mmuTrace: MMUTraceSink?
+    /// Phase markers (`shadowsim.mark`): each label with every VM's counters when it was
+    /// set, so the report gives each phase's counter deltas.
+    private var marks: [(label: String, counters: [[(name: String, value: UInt64)]])] = []
+
+    /// Starts a phase: marks the MMU trace and remembers where the counters stood.
+    func mark(_ label: String) {
+        mmuTrace?.mark(label)
+        marks.append((label, vms.map(\.counters)))
+    }
+
+    /// Per phase: its label and, per VM, the counters that moved during it (VMs made
+    /// during a phase count from zero).
+    private func phaseObjects() -> JSONValue {
+        let end = vms.map(\.counters)
+        return .array(marks.enumerated().map { i, mark in
+            let next = i + 1 < marks.count ? marks[i + 1].counters : end
+            return .object([("label", .string(mark.label)), ("vms", .array(vms.indices.compactMap { v in
+                guard v < next.count else { return nil }
+                let before = v < mark.counters.count ? mark.counters[v] : []
+                var moved: [(String, JSONValue)] = []
+                for c in next[v] {
+                    let old = before.first { $0.name == c.name }?.value ?? 0
+                    if c.value != old { moved.append((c.name, .integer(Int64(bitPattern: c.value &- old)))) }
+                }
+                return .object([("name", .string(vms[v].name)), ("counters", .object(moved))])
+            }))])
+        })
+    }
 
     func sampleTimeline() {
         guard timeline != nil else { return }
@@ -88,6 +118,7 @@ public final class Session {
                 let policy: any SyncPolicy
                 do { policy = try factory.make() } catch { throw VMError(description: error.description) }
                 mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig, host: host)
+                mmu?.traceEvents(to: mmuTrace, vm: vms.count)
             }
             let kernel = try GuestKernel(machine: machine)
             let checker = check ? ArchitecturalChecker(machine: machine, mmu: mmu, paranoid: paranoid) : nil
@@ -132,6 +163,7 @@ public final class Session {
                          ("sync", .integer(Int64(s.sync))), ("tlb_flush", .integer(Int64(s.flushes)))])
             })))
         }
+        if !marks.isEmpty { fields.append(("phases", phaseObjects())) }
         fields.append(("records", .object(records.map { ($0.key, $0.value) })))
         return .object(fields)
     }

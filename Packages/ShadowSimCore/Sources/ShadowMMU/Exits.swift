@@ -24,6 +24,7 @@ extension ShadowVCPU {
         try exit { () throws(MachineError) in
             // PAE roots are four PDPTEs, not one page: not sampled.
             if vcpu.mode != .pae { mmu.sampleRootLoad(cr3: vcpu.cr3, role: rootRole) }
+            mmu.trace("shadowsim_cr3_load", vcpu: self, "cr3 \(ShadowMMU.hexDigits(vcpu.cr3)) noflush \(noFlush ? 1 : 0)")
             mmu.policy.cr3Loaded(self, previousCR3: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
         }
     }
@@ -77,6 +78,7 @@ extension ShadowVCPU {
         guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.invlpg(vcpu, va) }
         stats.exitsInvlpg &+= 1
         try exit { () throws(MachineError) in
+            mmu.trace("shadowsim_invlpg", vcpu: self, "gva \(ShadowMMU.hexDigits(va))")
             mmu.policy.invalidateAddress(self, va, roots: .all)
             stats.invlpg &+= 1
         }
@@ -89,6 +91,7 @@ extension ShadowVCPU {
         }
         stats.exitsInvpcid &+= 1
         try exit { () throws(MachineError) in
+            mmu.trace("shadowsim_invpcid", vcpu: self, "type \(type) pcid \(pcid) gva \(ShadowMMU.hexDigits(address))")
             switch type {
             case .individualAddress:
                 var roots: RootSelection = []
@@ -150,5 +153,8 @@ extension ShadowVCPU {
         stats.pfFixed &+= 1
         stats.exitsPageFault &+= 1
         if huge { mmu.stats.pages2M &+= 1 } else { mmu.stats.pages4K &+= 1 }
+        // An EPT violation maps the frame: KVM's TDP MMU traces the request.
+        mmu.trace("kvm_mmu_spte_requested", vcpu: self,
+                  "gfn \(ShadowMMU.hexDigits(gfn)) pfn \(ShadowMMU.hexDigits(gfn)) level \(huge ? 2 : 1)")
     }
 }

@@ -122,6 +122,9 @@ public final class ShadowMMU {
     var tdpMapped = Set<UInt64>()
     /// What changed since `verifyChanges` last ran (nil until it first runs).
     var changeLog: ChangeLog?
+    /// Where events go when traced (`traceEvents(to:vm:)`), and this VM's number there.
+    var traceSink: MMUTraceSink?
+    var traceVM = 0
 
     /// Notes that page `id`'s sptes, links, unsync state, role or root count changed.
     @inline(__always) func noteChange(_ id: Int32) { changeLog?.mark(id) }
@@ -279,9 +282,14 @@ public final class ShadowMMU {
             break
         }
         commitZaps()
-        if let found { return found }
+        if let found {
+            trace("kvm_mmu_get_page", vcpu: vcpu, Self.traceDescription(of: found) + " existing")
+            return found
+        }
         stats.mmuCacheMiss &+= 1
-        return allocate(gfn: gfn, role: role)
+        let created = allocate(gfn: gfn, role: role)
+        trace("kvm_mmu_get_page", vcpu: vcpu, Self.traceDescription(of: created) + " new")
+        return created
     }
 
     private func allocate(gfn: UInt64, role: PageRole) -> ShadowPage {
@@ -419,6 +427,7 @@ public final class ShadowMMU {
     public func markUnsync(_ sp: ShadowPage) {
         // Only indirect leaves may go unsync; verify() reports a policy that breaks it.
         guard !sp.unsync else { return }
+        trace("kvm_mmu_unsync_page", Self.traceDescription(of: sp))
         sp.unsync = true
         noteChange(sp.id)
         stats.unsyncEvents &+= 1
@@ -495,6 +504,8 @@ public final class ShadowMMU {
     /// Clears `unsync` (the page is about to be synced or zapped).
     func unlinkUnsync(_ sp: ShadowPage) {
         guard sp.unsync else { return }
+        // KVM traces kvm_mmu_sync_page here, as the page stops being unsync.
+        trace("kvm_mmu_sync_page", Self.traceDescription(of: sp))
         policy.willLeaveUnsync(sp, in: self)
         sp.unsync = false
         noteChange(sp.id)
@@ -550,6 +561,7 @@ public final class ShadowMMU {
     @discardableResult
     public func prepareZap(_ sp: ShadowPage) -> Int {
         guard pages[Int(sp.id)] === sp else { return 0 }
+        trace("kvm_mmu_prepare_zap_page", Self.traceDescription(of: sp))
         stats.mmuShadowZapped &+= 1
         var zapped = 0
         if sp.level > 1 { zapped += zapUnsyncChildren(sp) }
@@ -633,6 +645,7 @@ public final class ShadowMMU {
         }
         commitZaps()
         stats.mmuRecycled &+= UInt64(zapped)
+        if zapped > 0 { trace("shadowsim_recycle", "zapped \(zapped) used \(usedShadowPages) max \(maxShadowPages)") }
         return maxShadowPages > usedShadowPages
     }
 
@@ -658,5 +671,6 @@ public final class ShadowMMU {
             stats.remoteTLBFlush &+= 1
             stats.remoteFlushTargets &+= targets
         }
+        trace("shadowsim_remote_flush", vcpu: initiator, "targets \(targets)")
     }
 }

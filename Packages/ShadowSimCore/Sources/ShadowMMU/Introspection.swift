@@ -1,0 +1,61 @@
+/// Read-only views of the shadow state for scenarios and tools (`vm:shadow_pages()`,
+/// `vm:sptes(gfn)`): value snapshots, so holding one never keeps a page alive.
+
+/// One shadow page as it stands.
+public struct ShadowPageInfo: Sendable, Equatable {
+    /// The page's id: stable while it lives, reused after it is freed.
+    public var handle: Int32
+    public var gfn: UInt64
+    public var role: PageRole
+    /// The role as KVM's tracepoints print it: `l1 8-byte q0 wux nxe ad`.
+    public var roleText: String
+    public var unsync: Bool
+    public var unsyncChildren: Int
+    /// The non-leaf sptes that point here: (page handle, index).
+    public var parents: [SPTERef]
+    public var rootCount: Int
+    /// Position on the active list, 1 = oldest (the next recycled); nil once zapped.
+    public var age: Int?
+}
+
+/// One leaf spte that maps a guest frame.
+public struct SPTEInfo: Sendable, Equatable {
+    public var handle: Int32
+    public var index: Int
+    /// 1 = 4 KiB … 3 = 1 GiB.
+    public var level: Int
+    public var value: UInt64
+    public var writable: Bool { value & SPTE.writable != 0 }
+    public var user: Bool { value & SPTE.user != 0 }
+    public var executable: Bool { value & SPTE.executeDisable == 0 }
+    /// Clear on a prefetched spte no access has used yet.
+    public var accessed: Bool { value & SPTE.accessed != 0 }
+}
+
+extension ShadowMMU {
+    /// Every live shadow page (zapped roots included), oldest first.
+    public func shadowPageInfos() -> [ShadowPageInfo] {
+        var age: [Int32: Int] = [:]
+        var n = 0
+        for slot in activeOrder {
+            guard let sp = activePage(slot) else { continue }
+            n += 1
+            age[sp.id] = n
+        }
+        let live = pages.compactMap { $0 }.sorted { $0.serial < $1.serial }
+        return live.map { sp in
+            ShadowPageInfo(handle: sp.id, gfn: sp.gfn, role: sp.role, roleText: Self.traceRole(sp.role), unsync: sp.unsync,
+                                  unsyncChildren: sp.unsyncChildren, parents: sp.parents, rootCount: sp.rootCount,
+                                  age: age[sp.id])
+        }
+    }
+
+    /// The leaf sptes that map guest frame `gfn` (large ones covering it included).
+    public func sptes(mapping gfn: UInt64) -> [SPTEInfo] {
+        var out: [SPTEInfo] = []
+        forEachLeafSPTE(mapping: gfn) { sp, index in
+            out.append(SPTEInfo(handle: sp.id, index: index, level: sp.level, value: sp.spt[index]))
+        }
+        return out
+    }
+}
