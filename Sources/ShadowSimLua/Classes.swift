@@ -64,9 +64,10 @@ func registerVMClass(_ lua: LuaState, session: Session) {
     lua.registerClass(ClassName.vm, methods: [
         ("space", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vm = try vm(&call)
-            let o = try call.options(2, allowed: ["by"])
+            let o = try call.options(2, allowed: ["by", "kernel_half"])
             let by = try storer(o, vm)
-            let space = try core { () throws(MachineError) in try vm.kernel.newAddressSpace(by: by) }
+            let kernelHalf = try o.boolean("kernel_half") ?? true
+            let space = try core { () throws(MachineError) in try vm.kernel.newAddressSpace(by: by, kernelHalf: kernelHalf) }
             call.pushObject(space, className: ClassName.space)
             return 1
         }),
@@ -118,6 +119,17 @@ func registerVMClass(_ lua: LuaState, session: Session) {
                 call.push(p)
                 call.setIndex(Int64(i + 1))
             }
+            return 1
+        }),
+        ("invalidate_gfns", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            let vm = try vm(&call)
+            let frames = vm.machine.memory.capacity >> 12
+            let first = try call.bits(2)
+            let count = UInt64(try call.integer(3, in: 1...Int64(frames), "count"))
+            guard first < frames, count <= frames - first else {
+                throw call.argumentError(2, "gfns \(hex(first))…+\(count) are beyond guest memory (\(frames) frames)")
+            }
+            call.push(vm.mmu?.invalidateHostRange(gfn: first, count: count) ?? 0)
             return 1
         }),
         ("shadow_pages", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
@@ -256,7 +268,10 @@ func writeMethod(_ call: inout LuaCall) throws(LuaRaise) -> Int32 {
     let size = try sizeArgument(&call, 4)
     let value = try storeValue(&call, 3, size: size)
     let cpl = try cplArgument(&call, 5)
-    let r = try core { () throws(MachineError) in try vcpu.write(va, value: value, size: size, cpl: cpl) }
+    let emulated = try call.options(6, allowed: ["emulated"]).boolean("emulated") ?? false
+    let r = try core { () throws(MachineError) in
+        emulated ? try vcpu.emulatedWrite(va, value: value, size: size, cpl: cpl) : try vcpu.write(va, value: value, size: size, cpl: cpl)
+    }
     guard r.isOK else { return pushFault(&call, r) }
     call.push(bits: r.physicalAddress)
     return 1
@@ -301,7 +316,11 @@ func registerVCPUClass(_ lua: LuaState) {
                 return v
             } ?? 0)
             let cpl = try cplArgument(&call, 5)
-            let r = try core { () throws(MachineError) in try vcpu.fill(va, count: count, byte: byte, cpl: cpl) }
+            let emulated = try call.options(6, allowed: ["emulated"]).boolean("emulated") ?? false
+            let r = try core { () throws(MachineError) in
+                emulated ? try vcpu.emulatedFill(va, count: count, byte: byte, cpl: cpl)
+                    : try vcpu.fill(va, count: count, byte: byte, cpl: cpl)
+            }
             guard r.isOK else { return pushFault(&call, r) }
             call.push(true)
             return 1
@@ -407,7 +426,7 @@ func registerVCPUClass(_ lua: LuaState) {
 /// `vcpu:set{...}`: the control bits as the instructions that change them would:
 /// WRMSR EFER, then MOV CR0, then MOV CR4, then STAC/CLAC and the CPL.
 private func setControls(_ call: inout LuaCall, _ vcpu: VCPU) throws(LuaRaise) -> Int32 {
-    let o = try call.options(2, allowed: ["wp", "pse", "pge", "smep", "smap", "pcide", "nxe", "ac", "cpl"])
+    let o = try call.options(2, allowed: ["wp", "pse", "pge", "smep", "smap", "pcide", "nxe", "ac", "cpl", "running"])
     func flag(_ value: UInt64, _ bit: UInt64, _ on: Bool?) -> UInt64 {
         guard let on else { return value }
         return on ? value | bit : value & ~bit
@@ -435,6 +454,8 @@ private func setControls(_ call: inout LuaCall, _ vcpu: VCPU) throws(LuaRaise) -
     if let cpl = try o.integer("cpl", in: 0...3) {
         try core { () throws(MachineError) in try vcpu.setCPL(Int(cpl)) }
     }
+    // Not architectural: whether the vCPU is in guest mode when others ask it to flush.
+    if let running = try o.boolean("running") { (vcpu.backend as? ShadowVCPU)?.running = running }
     call.push(true)
     return 1
 }

@@ -132,7 +132,8 @@ public func installShadowSimModule(_ lua: LuaState, session: Session) throws(Lua
 private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> Int32 {
     let o = try call.options(1, allowed: ["mode", "vcpus", "memory", "maxphyaddr", "wp", "pse", "pge",
                                           "smep", "smap", "nxe", "tlb_entries", "name", "policy", "shadow_pages",
-                                          "prefetch", "host_pages", "vcpus_running", "costs", "check", "inject_bug"])
+                                          "prefetch", "host_pages", "vcpus_running", "prev_roots", "costs", "check",
+                                          "inject_bug"])
     let modeName = try o.choice("mode", PagingMode.allCases.map(\.description)) ?? "long4"
     var config = MachineConfiguration(mode: PagingMode(name: modeName)!)
     config.vcpuCount = Int(try o.integer("vcpus", in: 1...Int64(MachineConfiguration.maxVCPUs)) ?? 1)
@@ -152,6 +153,7 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
     mmuConfig.prefetch = try o.boolean("prefetch") ?? true
     if let host = try o.choice("host_pages", ["4k", "2m", "1g"]) { mmuConfig.hostPageSize = PageSize(name: host)! }
     mmuConfig.otherVCPUsRunning = try o.boolean("vcpus_running") ?? true
+    mmuConfig.previousRoots = Int(try o.integer("prev_roots", in: 0...Int64(ShadowMMUConfiguration.maxPreviousRoots)) ?? 3)
     if let name = try o.choice("inject_bug", PlantedBug.allCases.map(\.rawValue)) {
         let bug = PlantedBug(rawValue: name)!
         do { try PolicyCatalog.check(bug, under: policyName) } catch { throw call.argumentError(1, "option 'inject_bug': \(error.description)") }

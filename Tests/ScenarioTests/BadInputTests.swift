@@ -31,7 +31,7 @@ import Glibc
     /// Misuse of the scenario API and of Lua itself: status 1 at the script's line.
     static let scriptCases: [Case] = [
         .init("vm_unknown_option", "S.vm{ bogus = 1 }",
-              "s.lua:2: bad argument #1 to 'vm' (unknown option 'bogus'; expected one of: mode, vcpus, memory, maxphyaddr, wp, pse, pge, smep, smap, nxe, tlb_entries, name, policy, shadow_pages, prefetch, host_pages, vcpus_running, costs, check, inject_bug)"),
+              "s.lua:2: bad argument #1 to 'vm' (unknown option 'bogus'; expected one of: mode, vcpus, memory, maxphyaddr, wp, pse, pge, smep, smap, nxe, tlb_entries, name, policy, shadow_pages, prefetch, host_pages, vcpus_running, prev_roots, costs, check, inject_bug)"),
         .init("vm_bad_mode", "S.vm{ mode = \"long3\" }",
               "s.lua:2: bad argument #1 to 'vm' (option 'mode' must be one of \"legacy32\", \"pae\", \"long4\", \"long5\", got \"long3\")"),
         .init("vm_big_legacy", "S.vm{ mode = \"legacy32\", memory = \"2G\" }",
@@ -79,7 +79,7 @@ import Glibc
         .init("set_cpl5", "local vm = S.vm{}\nvm.vcpu[1]:set{ cpl = 5 }",
               "s.lua:3: bad argument #1 to 'set' (option 'cpl' must be 0…3, got 5)"),
         .init("set_unknown", "local vm = S.vm{}\nvm.vcpu[1]:set{ foo = true }",
-              "s.lua:3: bad argument #1 to 'set' (unknown option 'foo'; expected one of: wp, pse, pge, smep, smap, pcide, nxe, ac, cpl)"),
+              "s.lua:3: bad argument #1 to 'set' (unknown option 'foo'; expected one of: wp, pse, pge, smep, smap, pcide, nxe, ac, cpl, running)"),
         .init("fill_negative", "local vm = S.vm{}\nvm.vcpu[1]:fill(0, -1)",
               "s.lua:3: bad argument #2 to 'fill' (count must be 0…4294967296, got -1)"),
         .init("bad_self", "local vm = S.vm{}\nvm.vcpu[1].read(0)",
@@ -197,7 +197,7 @@ import Glibc
         .init("vm_vcpus_running_number", "S.vm{ vcpus_running = 9 }",
               "s.lua:2: bad argument #1 to 'vm' (option 'vcpus_running': boolean expected, got number)"),
         .init("space_unknown_option", "local vm = S.vm{}\nvm:space{ pcid = -1 }",
-              "s.lua:3: bad argument #1 to 'space' (unknown option 'pcid'; expected one of: by)"),
+              "s.lua:3: bad argument #1 to 'space' (unknown option 'pcid'; expected one of: by, kernel_half)"),
         .init("vm_too_small", "S.vm{ memory = \"64K\" }",
               "s.lua:2: the guest is too small for its boot page tables"),
     ]

@@ -93,14 +93,16 @@ public final class GuestKernel {
 
     /// A new process address space: a fresh top-level table whose kernel half is copied
     /// from the kernel's (Linux's pgd_alloc), written by `vcpu` through the physmap.
-    public func newAddressSpace(by vcpu: VCPU) throws(MachineError) -> AddressSpace {
+    /// Without `kernelHalf`, the user table of a KPTI pair: user mappings only.
+    public func newAddressSpace(by vcpu: VCPU, kernelHalf: Bool = true) throws(MachineError) -> AddressSpace {
         let top = try allocateTable(by: vcpu)
         let kernelTop = kernelSpace.root
         switch mode {
         case .pae:
             for i in 0..<3 { try storeEntry(top + UInt64(i * 8), try allocateTable(by: vcpu) | PTE.present, by: vcpu) }
-            try storeEntry(top + 24, machine.memory.load(kernelTop + 24, size: 8), by: vcpu)
+            if kernelHalf { try storeEntry(top + 24, machine.memory.load(kernelTop + 24, size: 8), by: vcpu) }
         default:
+            guard kernelHalf else { break }
             let n = mode.entriesPerTable(level: mode.levels)
             for i in layout.kernelHalfFirstIndex..<n {
                 let address = UInt64(i * mode.entrySize)

@@ -16,6 +16,18 @@ extension ShadowVCPU {
         }
     }
 
+    /// One instruction run by the emulator: counted as such, and each store it made goes
+    /// through write tracking (KVM's `emulator_write_phys` then `kvm_page_track_write`),
+    /// zapping the sptes of a shadowed table it hits. Nested paging has no shadowed
+    /// tables; the instruction still counts.
+    public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) throws(MachineError) {
+        stats.insnEmulation &+= 1
+        guard mmu.policy.shadowsGuestTables, !stores.isEmpty else { return }
+        try exit { () throws(MachineError) in
+            for s in stores { mmu.trackWrite(gpa: s.physicalAddress, bytes: s.size, vcpu: self) }
+        }
+    }
+
     public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else {
             return BareMetal.shared.cr3Loaded(vcpu, previous: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
@@ -96,7 +108,7 @@ extension ShadowVCPU {
             case .individualAddress:
                 var roots: RootSelection = []
                 if vcpu.currentPCID == pcid { roots.insert(.current) }
-                for i in 0..<3 where previousRoots[i].isValid && self.pcid(of: previousRoots[i].pgd) == pcid {
+                for i in previousRoots.indices where previousRoots[i].isValid && self.pcid(of: previousRoots[i].pgd) == pcid {
                     roots.insert(.previous(i))
                 }
                 if !roots.isEmpty { mmu.policy.invalidateAddress(self, address, roots: roots) }

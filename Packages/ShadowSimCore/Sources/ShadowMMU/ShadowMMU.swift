@@ -44,8 +44,11 @@ public struct ShadowMMUConfiguration: Sendable {
     /// direct shadow pages of 4 KiB sptes).
     public var hostPageSize: PageSize = .size4K
     /// Whether vCPUs other than the one acting count as running (so a remote flush must
-    /// interrupt them) rather than halted.
+    /// interrupt them) rather than halted. `ShadowVCPU.running` halts one vCPU alone.
     public var otherVCPUsRunning = true
+    /// Roots each vCPU keeps cached besides the current one (KVM_MMU_NUM_PREV_ROOTS, 3).
+    public var previousRoots = 3
+    public static let maxPreviousRoots = 8
     /// Bugs to plant (fault injection for testing the checker). Empty normally.
     public var plantedBugs: Set<PlantedBug> = []
     public var costs = CostModel()
@@ -665,7 +668,7 @@ public final class ShadowMMU {
         var targets: UInt64 = 0
         for v in vcpus {
             v.request(.flushAll)
-            if configuration.otherVCPUsRunning && v !== (initiator ?? actingVCPU) { targets += 1 }
+            if configuration.otherVCPUsRunning && v.running && v !== (initiator ?? actingVCPU) { targets += 1 }
         }
         if targets > 0 {
             stats.remoteTLBFlush &+= 1

@@ -39,7 +39,10 @@ public final class ShadowVCPU: VCPUBackend {
     /// The hardware permission table, rebuilt only when its inputs change.
     var cachedHardwarePermissions: (key: UInt8, table: PermissionTable)?
     public internal(set) var root = RootSlot()
-    public internal(set) var previousRoots = [RootSlot](repeating: RootSlot(), count: 3)
+    public internal(set) var previousRoots: [RootSlot]
+    /// Whether this vCPU is in guest mode when another asks it to flush (an IPI), rather
+    /// than halted (it flushes on its next entry). See also `otherVCPUsRunning`.
+    public var running = true
     public internal(set) var pending: Requests = []
     public internal(set) var stats = VCPUMMUStats()
     /// State a policy keeps per vCPU.
@@ -50,6 +53,8 @@ public final class ShadowVCPU: VCPUBackend {
     init(mmu: ShadowMMU, vcpu: VCPU) {
         self.mmu = mmu
         self.vcpu = vcpu
+        let cached = min(max(mmu.configuration.previousRoots, 0), ShadowMMUConfiguration.maxPreviousRoots)
+        previousRoots = [RootSlot](repeating: RootSlot(), count: cached)
     }
 
     public var index: Int { vcpu.index }
@@ -76,7 +81,7 @@ public final class ShadowVCPU: VCPUBackend {
     public func request(_ r: Requests) {
         if r.contains(.flushAll) && mmu.actingVCPU !== self && mmu.actingVCPU != nil {
             vcpu.tlb.flushAll()
-            if mmu.configuration.otherVCPUsRunning {
+            if mmu.configuration.otherVCPUsRunning && running {
                 stats.tlbFlush &+= 1
                 pending.insert(r.subtracting(.flushAll))
                 return
@@ -189,14 +194,14 @@ public final class ShadowVCPU: VCPUBackend {
             slot = .invalid
         }
         if selection.contains(.current) { release(&root) }
-        for i in 0..<3 where selection.contains(.previous(i)) { release(&previousRoots[i]) }
+        for i in previousRoots.indices where selection.contains(.previous(i)) { release(&previousRoots[i]) }
         mmu.commitZaps()
     }
 
     private func freeObsoleteRoots() {
         var selection: RootSelection = []
         if rootPages(root).contains(where: { $0.role.invalid }) { selection.insert(.current) }
-        for i in 0..<3 where rootPages(previousRoots[i]).contains(where: { $0.role.invalid }) {
+        for i in previousRoots.indices where rootPages(previousRoots[i]).contains(where: { $0.role.invalid }) {
             selection.insert(.previous(i))
         }
         if !selection.isEmpty { freeRoots(selection) }
@@ -220,16 +225,16 @@ public final class ShadowVCPU: VCPUBackend {
             if isUsable(root, pgd: pgd) {
                 found = true
             } else {
-                for i in 0..<3 {
+                for i in previousRoots.indices {
                     swap(&root, &previousRoots[i])
                     if isUsable(root, pgd: pgd) { found = true; break }
                 }
                 if !found { freeRoots(.current) }
             }
-        } else if let i = (0..<3).first(where: { isUsable(previousRoots[$0], pgd: pgd) }) {
+        } else if let i = previousRoots.indices.first(where: { isUsable(previousRoots[$0], pgd: pgd) }) {
             swap(&root, &previousRoots[i])
-            for j in i..<2 { previousRoots[j] = previousRoots[j + 1] }
-            previousRoots[2] = .invalid
+            for j in i..<(previousRoots.count - 1) { previousRoots[j] = previousRoots[j + 1] }
+            previousRoots[previousRoots.count - 1] = .invalid
             found = true
         }
         if found {
@@ -256,7 +261,7 @@ public final class ShadowVCPU: VCPUBackend {
         }
         guard vcpu.cr4 & CR4.pcide != 0 else { return }
         var selection: RootSelection = []
-        for i in 0..<3 where previousRoots[i].isValid && pcid(of: previousRoots[i].pgd) == target {
+        for i in previousRoots.indices where previousRoots[i].isValid && pcid(of: previousRoots[i].pgd) == target {
             selection.insert(.previous(i))
         }
         if !selection.isEmpty { freeRoots(selection) }
@@ -274,7 +279,7 @@ public final class ShadowVCPU: VCPUBackend {
     /// KVM's `kvm_mmu_sync_prev_roots`: frees cached roots that have unsync pages below.
     public func freeUnsyncCachedRoots() {
         var selection: RootSelection = []
-        for i in 0..<3 where rootPages(previousRoots[i]).contains(where: { $0.unsync || $0.unsyncChildren > 0 }) {
+        for i in previousRoots.indices where rootPages(previousRoots[i]).contains(where: { $0.unsync || $0.unsyncChildren > 0 }) {
             selection.insert(.previous(i))
         }
         if !selection.isEmpty { freeRoots(selection) }
@@ -286,7 +291,7 @@ public final class ShadowVCPU: VCPUBackend {
         let roots = mmu.has(.invlpgCurrentRootOnly) ? roots.intersection(.current) : roots
         var slots: [RootSlot] = []
         if roots.contains(.current) { slots.append(root) }
-        for i in 0..<3 where roots.contains(.previous(i)) { slots.append(previousRoots[i]) }
+        for i in previousRoots.indices where roots.contains(.previous(i)) { slots.append(previousRoots[i]) }
         for slot in slots where slot.isValid {
             guard var sp = rootPage(slot, for: va) else { continue }
             mmu.underLock()

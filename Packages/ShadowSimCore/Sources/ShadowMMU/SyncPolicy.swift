@@ -101,7 +101,8 @@ public struct RootSelection: OptionSet, Sendable {
     public static let previous0 = RootSelection(rawValue: 2)
     public static let previous1 = RootSelection(rawValue: 4)
     public static let previous2 = RootSelection(rawValue: 8)
-    public static let all: RootSelection = [.current, .previous0, .previous1, .previous2]
+    /// The current root and every cached one (up to `ShadowMMUConfiguration.maxPreviousRoots`).
+    public static let all = RootSelection(rawValue: (2 << ShadowMMUConfiguration.maxPreviousRoots) - 1)
     public static func previous(_ i: Int) -> RootSelection { RootSelection(rawValue: 2 << i) }
 }
 

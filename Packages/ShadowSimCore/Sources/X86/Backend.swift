@@ -12,6 +12,10 @@ public protocol VCPUBackend: AnyObject {
     func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult
     /// A store the backend let through with `needsEmulation` has been written to memory.
     func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) throws(MachineError)
+    /// The hypervisor's instruction emulator ran one instruction (`VCPU.emulatedWrite`)
+    /// and wrote `stores` to memory (none when it faulted): no fault exit, but the
+    /// hypervisor sees every store.
+    func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) throws(MachineError)
     /// MOV to CR3 has loaded a new value (and, for PAE paging, the PDPTE registers).
     func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError)
     /// MOV to CR4 has changed it (and, for PAE paging, may have reloaded the PDPTEs).
@@ -36,6 +40,8 @@ public final class BareMetal: VCPUBackend, Sendable {
     }
 
     public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) {}
+    /// Bare metal has no emulator: nothing to track.
+    public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) {}
 
     /// MOV to CR3 flushes the new PCID's non-global entries unless bit 63 was set.
     public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) {

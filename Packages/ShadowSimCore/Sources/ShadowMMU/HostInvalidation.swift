@@ -1,0 +1,43 @@
+/// What the host does to guest memory behind the guest's back: unmapping or migrating
+/// the pages that back a gfn range. KVM hears of it through the MMU notifier.
+extension ShadowMMU {
+    /// KVM's `kvm_unmap_gfn_range`: every leaf spte that maps a frame of
+    /// `first ..< first + count` (large ones covering it too) is zapped, and every vCPU
+    /// flushes once if anything was. Under nested paging the EPT entries go, so the next
+    /// access takes an EPT violation again. Returns the entries dropped.
+    @discardableResult
+    public func invalidateHostRange(gfn first: UInt64, count: UInt64) -> Int {
+        var dropped = 0
+        let end = first &+ count
+        if shadowsGuestTables {
+            var refs: [(ShadowPage, Int)] = []
+            for gfn in first..<end {
+                refs.removeAll(keepingCapacity: true)
+                forEachLeafSPTE(mapping: gfn) { sp, index in refs.append((sp, index)) }
+                for (sp, index) in refs where SPTE.isPresent(sp.spt[index]) {
+                    zapSPTE(sp, index)
+                    dropped += 1
+                }
+            }
+        } else {
+            for gfn in first..<end {
+                if tdpMapped.remove(gfn) != nil { dropped += 1 }
+                if tdpMapped.remove(gfn >> 9 | 1 << 62) != nil { dropped += 1 }
+            }
+        }
+        if dropped > 0 {
+            flushRemoteTLBs()
+            // The host is no vCPU: every vCPU is remote to it. A running one is
+            // interrupted and flushes now; a halted one flushes again on entry.
+            for v in vcpus where v.pending.contains(.flushAll) {
+                v.vcpu.tlb.flushAll()
+                if configuration.otherVCPUsRunning && v.running {
+                    v.stats.tlbFlush &+= 1
+                    v.pending.remove(.flushAll)
+                }
+            }
+        }
+        trace("shadowsim_host_invalidate", "gfn \(Self.hexDigits(first)) count \(count) dropped \(dropped)")
+        return dropped
+    }
+}
