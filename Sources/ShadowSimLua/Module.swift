@@ -133,7 +133,7 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
     let o = try call.options(1, allowed: ["mode", "vcpus", "memory", "maxphyaddr", "wp", "pse", "pge",
                                           "smep", "smap", "nxe", "tlb_entries", "name", "policy", "shadow_pages",
                                           "prefetch", "host_pages", "vcpus_running", "prev_roots", "costs", "check",
-                                          "inject_bug"])
+                                          "inject_bug", "boot"])
     let modeName = try o.choice("mode", PagingMode.allCases.map(\.description)) ?? "long4"
     var config = MachineConfiguration(mode: PagingMode(name: modeName)!)
     config.vcpuCount = Int(try o.integer("vcpus", in: 1...Int64(MachineConfiguration.maxVCPUs)) ?? 1)
@@ -171,9 +171,10 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
         }
     }
     let check = try o.boolean("check") ?? session.check
+    let boot = try o.boolean("boot") ?? true
     let vm: ScenarioVM
     do {
-        vm = try session.makeVM(config, name: name, policy: policyName, mmu: mmuConfig, check: check)
+        vm = try session.makeVM(config, name: name, policy: policyName, mmu: mmuConfig, check: check, boot: boot)
     } catch {
         throw LuaRaise(error.description)
     }

@@ -106,7 +106,7 @@ public final class Session {
     /// (none for bare metal) and the checker when `check`. Errors: a policy that does
     /// not load, a machine that cannot be built.
     public func makeVM(_ config: MachineConfiguration, name: String, policy policyName: String,
-                       mmu mmuConfig: ShadowMMUConfiguration, check: Bool) throws(VMError) -> ScenarioVM {
+                       mmu mmuConfig: ShadowMMUConfiguration, check: Bool, boot: Bool = true) throws(VMError) -> ScenarioVM {
         var factory: PolicyFactory?
         if policyName != PolicyCatalog.bareMetalName {
             do { factory = try PolicyCatalog.factory(policyName) } catch { throw VMError(description: error.description) }
@@ -120,7 +120,7 @@ public final class Session {
                 mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig, host: host)
                 mmu?.traceEvents(to: mmuTrace, vm: vms.count)
             }
-            let kernel = try GuestKernel(machine: machine)
+            let kernel = try GuestKernel(machine: machine, boot: boot)
             let checker = check ? ArchitecturalChecker(machine: machine, mmu: mmu, paranoid: paranoid) : nil
             let vm = ScenarioVM(name: name, machine: machine, kernel: kernel, mmu: mmu, checker: checker)
             add(vm)

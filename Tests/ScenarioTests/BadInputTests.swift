@@ -31,7 +31,7 @@ import Glibc
     /// Misuse of the scenario API and of Lua itself: status 1 at the script's line.
     static let scriptCases: [Case] = [
         .init("vm_unknown_option", "S.vm{ bogus = 1 }",
-              "s.lua:2: bad argument #1 to 'vm' (unknown option 'bogus'; expected one of: mode, vcpus, memory, maxphyaddr, wp, pse, pge, smep, smap, nxe, tlb_entries, name, policy, shadow_pages, prefetch, host_pages, vcpus_running, prev_roots, costs, check, inject_bug)"),
+              "s.lua:2: bad argument #1 to 'vm' (unknown option 'bogus'; expected one of: mode, vcpus, memory, maxphyaddr, wp, pse, pge, smep, smap, nxe, tlb_entries, name, policy, shadow_pages, prefetch, host_pages, vcpus_running, prev_roots, costs, check, inject_bug, boot)"),
         .init("vm_bad_mode", "S.vm{ mode = \"long3\" }",
               "s.lua:2: bad argument #1 to 'vm' (option 'mode' must be one of \"legacy32\", \"pae\", \"long4\", \"long5\", got \"long3\")"),
         .init("vm_big_legacy", "S.vm{ mode = \"legacy32\", memory = \"2G\" }",

@@ -24,7 +24,7 @@ import Glibc
         ("local vm = shadowsim.vm{ mode = 'long3' }",
          "s.lua:1: bad argument #1 to 'vm' (option 'mode' must be one of \"legacy32\", \"pae\", \"long4\", \"long5\", got \"long3\")"),
         ("local vm = shadowsim.vm{ vcpu = 2 }",
-         "s.lua:1: bad argument #1 to 'vm' (unknown option 'vcpu'; expected one of: mode, vcpus, memory, maxphyaddr, wp, pse, pge, smep, smap, nxe, tlb_entries, name, policy, shadow_pages, prefetch, host_pages, vcpus_running, prev_roots, costs, check, inject_bug)"),
+         "s.lua:1: bad argument #1 to 'vm' (unknown option 'vcpu'; expected one of: mode, vcpus, memory, maxphyaddr, wp, pse, pge, smep, smap, nxe, tlb_entries, name, policy, shadow_pages, prefetch, host_pages, vcpus_running, prev_roots, costs, check, inject_bug, boot)"),
         ("local vm = shadowsim.vm{}\n\nvm.vcpu[1]:read('x')",
          "s.lua:3: bad argument #1 to 'read' (integer expected, got string)"),
         ("local vm = shadowsim.vm{}\nvm.vcpu[1]:read(0, 3)",

@@ -8,6 +8,11 @@ import X86
 /// the mode has (global, supervisor, writable). Every vCPU then loads the kernel's CR3.
 /// From then on every page-table change a helper makes is a **guest store** by a vCPU
 /// through the physmap, because that is the path a shadow MMU write-protects and traps.
+///
+/// Without `boot`, no vCPU loads a CR3: the hypervisor has no root until the scenario
+/// loads one, so the shadow state is exactly what the scenario builds. Until some vCPU
+/// has loaded a CR3 the loader makes the kernel's stores (nothing can be shadowed yet,
+/// so nothing is missed); after that they are guest stores as above.
 public final class GuestKernel {
     public let machine: Machine
     public let layout: KernelLayout
@@ -15,16 +20,21 @@ public final class GuestKernel {
     /// The kernel's own address space (Linux's init_mm); new spaces copy its kernel half.
     public private(set) var kernelSpace: AddressSpace!
 
-    public init(machine: Machine) throws(MachineError) {
+    /// Whether stores still go straight to memory (a VM made without `boot` whose vCPUs
+    /// have not loaded a CR3 yet).
+    private var loaderStores: Bool
+
+    public init(machine: Machine, boot: Bool = true) throws(MachineError) {
         self.machine = machine
         layout = KernelLayout(mode: machine.mode)
         if !machine.mode.isLongMode && machine.memory.capacity > layout.physmapSize {
             throw .invalidArgument("\(machine.mode) guests can have at most 1 GiB of memory (all of it mapped at \(hex(layout.physmapBase))), got \(hex(machine.memory.capacity)) bytes")
         }
         frames = FrameAllocator(capacity: machine.memory.capacity, firstFrame: 0x10_0000)
+        loaderStores = !boot
         let root = try buildBootTables()
         kernelSpace = AddressSpace(kernel: self, root: root)
-        for vcpu in machine.vcpus {
+        for vcpu in machine.vcpus where boot {
             let result = try vcpu.loadCR3(root)
             guard result.isOK else { throw .kernel("the boot page tables were refused by MOV to CR3: \(result.summary)") }
         }
@@ -122,11 +132,19 @@ public final class GuestKernel {
     /// A zeroed frame from the allocator (see `allocateTable`).
     public func allocateFrame(zeroedBy vcpu: VCPU) throws(MachineError) -> UInt64 {
         let (gpa, reused) = try frames.allocate()
-        if reused || machine.memory.frame(gpa >> 12) != nil {
+        if storesByLoader {
+            if reused { machine.memory.fill(gpa, count: 4096, byte: 0) }
+        } else if reused || machine.memory.frame(gpa >> 12) != nil {
             let r = try vcpu.fill(physmapAddress(of: gpa), count: 4096, byte: 0, cpl: 0)
             guard r.isOK else { throw .kernel("clearing frame \(hex(gpa)) through the physmap faulted: \(r.summary)") }
         }
         return gpa
+    }
+
+    /// True until a vCPU of a VM made without `boot` loads a CR3 (then false for good).
+    private var storesByLoader: Bool {
+        if loaderStores && machine.vcpus.contains(where: { $0.tally.cr3Loads > 0 }) { loaderStores = false }
+        return loaderStores
     }
 
     /// Returns a frame to the allocator.
@@ -136,6 +154,10 @@ public final class GuestKernel {
 
     /// Stores one paging-structure entry at guest-physical `address`, as `vcpu` at CPL 0.
     public func storeEntry(_ address: UInt64, _ value: UInt64, by vcpu: VCPU) throws(MachineError) {
+        if storesByLoader {
+            machine.memory.store(address, value, size: mode.entrySize)
+            return
+        }
         let r = try vcpu.write(physmapAddress(of: address), value: value, size: mode.entrySize, cpl: 0)
         guard r.isOK else {
             throw .kernel("the page-table store to \(hex(address)) through the physmap faulted: \(r.summary)")
