@@ -132,6 +132,20 @@ func registerVMClass(_ lua: LuaState, session: Session) {
             call.push(vm.mmu?.invalidateHostRange(gfn: first, count: count) ?? 0)
             return 1
         }),
+        ("dirty_log", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            let vm = try vm(&call)
+            vm.mmu?.setDirtyLogging(try call.boolean(2))
+            return 0
+        }),
+        ("collect_dirty_log", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            let frames = try vm(&call).mmu?.collectDirtyLog() ?? []
+            call.newTable(arrayCount: Int32(frames.count))
+            for (i, gfn) in frames.enumerated() {
+                call.push(bits: gfn)
+                call.setIndex(Int64(i + 1))
+            }
+            return 1
+        }),
         ("shadow_pages", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let infos = try vm(&call).mmu?.shadowPageInfos() ?? []
             call.newTable(arrayCount: Int32(infos.count))

@@ -134,7 +134,26 @@ extension ShadowVCPU {
         for level in 1...walk.levels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
         switch outcome {
         case .translated(var t):
-            mapForTDP(gfn: t.physicalAddress >> 12)
+            let gfn = t.physicalAddress >> 12
+            let violated = mapForTDP(gfn: gfn)
+            if mmu.dirtyLogging && !mmu.tdpWritable.contains(gfn) {
+                if kind == .write {
+                    // A write through a read-only EPT entry: an EPT violation (unless the
+                    // one that just mapped the frame) that makes it writable and logs it.
+                    mmu.tdpWritable.insert(gfn)
+                    mmu.noteWritableMapping(gfn)
+                    if !violated {
+                        stats.eptViolations &+= 1
+                        stats.pfTaken &+= 1
+                        stats.pfFixed &+= 1
+                        stats.exitsPageFault &+= 1
+                    }
+                } else {
+                    // The TLB may cache only what the EPT entry allows.
+                    t.rights.remove(.writable)
+                    t.isDirty = false
+                }
+            }
             // The TLB caches the smaller of the guest's page and the EPT's (host) page.
             let host = mmu.configuration.hostPageSize
             let global = t.isGlobal && vcpu.cr4 & CR4.pge != 0
@@ -156,10 +175,12 @@ extension ShadowVCPU {
         }
     }
 
-    private func mapForTDP(gfn: UInt64) {
+    /// Maps `gfn` in the EPT if it is not; true when that took an EPT violation.
+    @discardableResult
+    private func mapForTDP(gfn: UInt64) -> Bool {
         let huge = mmu.configuration.hostPageSize != .size4K
         let key = huge ? gfn >> 9 | 1 << 62 : gfn
-        guard mmu.tdpMapped.insert(key).inserted else { return }
+        guard mmu.tdpMapped.insert(key).inserted else { return false }
         stats.eptViolations &+= 1
         stats.pfTaken &+= 1
         stats.pfFixed &+= 1
@@ -168,5 +189,6 @@ extension ShadowVCPU {
         // An EPT violation maps the frame: KVM's TDP MMU traces the request.
         mmu.trace("kvm_mmu_spte_requested", vcpu: self,
                   "gfn \(ShadowMMU.hexDigits(gfn)) pfn \(ShadowMMU.hexDigits(gfn)) level \(huge ? 2 : 1)")
+        return true
     }
 }

@@ -25,19 +25,22 @@ extension ShadowMMU {
                 if tdpMapped.remove(gfn >> 9 | 1 << 62) != nil { dropped += 1 }
             }
         }
-        if dropped > 0 {
-            flushRemoteTLBs()
-            // The host is no vCPU: every vCPU is remote to it. A running one is
-            // interrupted and flushes now; a halted one flushes again on entry.
-            for v in vcpus where v.pending.contains(.flushAll) {
-                v.vcpu.tlb.flushAll()
-                if configuration.otherVCPUsRunning && v.running {
-                    v.stats.tlbFlush &+= 1
-                    v.pending.remove(.flushAll)
-                }
-            }
-        }
+        if dropped > 0 { flushRemoteTLBsFromHost() }
         trace("shadowsim_host_invalidate", "gfn \(Self.hexDigits(first)) count \(count) dropped \(dropped)")
         return dropped
+    }
+
+    /// `kvm_flush_remote_tlbs` from an ioctl or notifier: the host is no vCPU, so every
+    /// vCPU is remote to it. A running one is interrupted and flushes now; a halted one
+    /// flushes (again) on its next entry.
+    func flushRemoteTLBsFromHost() {
+        flushRemoteTLBs()
+        for v in vcpus where v.pending.contains(.flushAll) {
+            v.vcpu.tlb.flushAll()
+            if configuration.otherVCPUsRunning && v.running {
+                v.stats.tlbFlush &+= 1
+                v.pending.remove(.flushAll)
+            }
+        }
     }
 }

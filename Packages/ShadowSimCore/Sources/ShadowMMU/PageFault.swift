@@ -437,6 +437,7 @@ extension ShadowMMU {
                     spte &= ~SPTE.writable
                 }
             }
+            if spte & SPTE.writable != 0 { noteWritableMapping(gfn) }
         }
         return (spte, writeProtected)
     }

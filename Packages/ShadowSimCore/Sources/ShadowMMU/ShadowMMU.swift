@@ -125,6 +125,11 @@ public final class ShadowMMU {
     var tdpMapped = Set<UInt64>()
     /// What changed since `verifyChanges` last ran (nil until it first runs).
     var changeLog: ChangeLog?
+    /// Dirty logging (DirtyLog.swift): on or off, the frames logged since the last
+    /// collection, and under nested paging the frames whose EPT entry is writable.
+    public internal(set) var dirtyLogging = false
+    var dirtyFrames = Set<UInt64>()
+    var tdpWritable = Set<UInt64>()
     /// Where events go when traced (`traceEvents(to:vm:)`), and this VM's number there.
     var traceSink: MMUTraceSink?
     var traceVM = 0
@@ -340,6 +345,7 @@ public final class ShadowMMU {
 
     /// Whether a large spte at `level` may map the range containing `gfn`.
     func largeMappingAllowed(gfn: UInt64, level: Int) -> Bool {
+        if dirtyLogging { return false }
         switch level {
         case 2: return disallowLarge[GFNKey(gfn >> 9 | 1 << 62)] == nil
         case 3: return disallowLarge[GFNKey(gfn >> 18 | 1 << 63)] == nil
