@@ -188,6 +188,83 @@ function M.interleave(seed, tasks)
   return steps
 end
 
+--- vcpu:loop(accesses): the vCPU keeps running guest code while the others work. After
+--- every vCPU or address-space operation not made by it, it runs `accesses` again (each
+--- { va, "read"|"write"|"fetch", value = v, size = n, cpl = c }), through its TLB and the
+--- MMU like any access, so remote flushes hit a vCPU that really uses the translations.
+--- A looped access that faults is counted, not raised (the others may have unmapped it).
+--- Returns a handle whose stop() ends the loop and returns { runs, accesses, faults }.
+local loops, loop_saved = {}, nil
+local function run_loops(actor)
+  for _, l in ipairs(loops) do
+    if l.vcpu ~= actor and not l.busy then
+      l.busy = true
+      l.runs = l.runs + 1
+      for _, a in ipairs(l.list) do
+        local ok, fault
+        if a[2] == "read" then ok, fault = l.read(l.vcpu, a[1], a.size or 8, a.cpl)
+        elseif a[2] == "write" then ok, fault = l.write(l.vcpu, a[1], a.value or 0, a.size or 8, a.cpl)
+        else ok, fault = l.fetch(l.vcpu, a[1], a.cpl) end
+        l.accesses = l.accesses + 1
+        if ok == nil and fault ~= nil then l.faults = l.faults + 1 end
+      end
+      l.busy = false
+    end
+  end
+end
+local function loop_wrap()
+  loop_saved = {}
+  local passive = { regs = true, counters = true, index = true, tlb_entries = true, entry = true, leaf = true,
+                    loop = true }
+  for kind, methods in pairs{ vcpu = M._methods.vcpu, space = M._methods.space } do
+    for name, f in pairs(methods) do
+      if not passive[name] then
+        loop_saved[#loop_saved + 1] = { methods, name, f }
+        methods[name] = function(self, ...)
+          local r = table.pack(f(self, ...))
+          local actor = kind == "vcpu" and self or nil
+          if kind == "space" then
+            local last = select(select("#", ...), ...)
+            if type(last) == "table" then actor = rawget(last, "by") end
+          end
+          run_loops(actor)
+          return table.unpack(r, 1, r.n)
+        end
+      end
+    end
+  end
+end
+local function loop_unwrap()
+  for k = #loop_saved, 1, -1 do loop_saved[k][1][loop_saved[k][2]] = loop_saved[k][3] end
+  loop_saved = nil
+end
+M._methods.vcpu.loop = function(vcpu, list)
+  if type(list) ~= "table" or #list == 0 then error("bad argument #1 to 'loop' (list of accesses expected)", 2) end
+  for i, a in ipairs(list) do
+    if type(a) ~= "table" or math.type(a[1]) ~= "integer" or (a[2] ~= "read" and a[2] ~= "write" and a[2] ~= "fetch") then
+      error(("bad argument #1 to 'loop' (access %d: { va, \"read\"|\"write\"|\"fetch\" } expected)"):format(i), 2)
+    end
+  end
+  for _, l in ipairs(loops) do
+    if l.vcpu == vcpu then error("bad argument #1 to 'loop' (this vCPU already loops; stop that loop first)", 2) end
+  end
+  if loop_saved == nil then loop_wrap() end
+  local methods = M._methods.vcpu
+  local l = { vcpu = vcpu, list = list, runs = 0, accesses = 0, faults = 0,
+              read = loop_saved and nil, write = nil, fetch = nil }
+  for _, saved in ipairs(loop_saved) do
+    if saved[1] == methods and (saved[2] == "read" or saved[2] == "write" or saved[2] == "fetch") then l[saved[2]] = saved[3] end
+  end
+  loops[#loops + 1] = l
+  return { stop = function()
+    for i, other in ipairs(loops) do
+      if other == l then table.remove(loops, i) break end
+    end
+    if #loops == 0 and loop_saved ~= nil then loop_unwrap() end
+    return { runs = l.runs, accesses = l.accesses, faults = l.faults }
+  end }
+end
+
 --- Prints a markdown table: `rows` is a list of { label, key } for the lines, `columns`
 --- a list of { title, values } where values[key] is the cell.
 function M.markdown_table(corner, rows, columns)
