@@ -7,8 +7,9 @@ struct MMUDiff: ParsableCommand {
         commandName: "mmu-diff",
         abstract: "Align a simulated MMU trace with a real host's and print the first divergence.",
         discussion: """
-            SIM is what `--mmu-trace` wrote; REAL is `trace-cmd report` of a host's kvmmmu \
-            events (plain or gzip). Compared, in order: kvm_mmu_get_page, sync_page, \
+            SIM is what `--mmu-trace` wrote; REAL is a host's kvmmmu events, as the raw \
+            tracefs `trace` file or `trace-cmd report` prints them (its kvm plugin's \
+            rendering of page events is read too), plain or gzip. Compared, in order: kvm_mmu_get_page, sync_page, \
             unsync_page, prepare_zap_page (gfn, level, role, root count, sync state, \
             new/existing), set_spte (gfn, rights, level), spte_requested (gfn, level), \
             pagetable_walk (address, error code) and walker_error. Ignored: pfns, spte \

@@ -131,4 +131,27 @@ import Testing
             #expect(badIgnore.status == 2 && badIgnore.err.contains("not a compared event"), "\(badIgnore.err)")
         }
     }
+
+    /// A real host's trace (traces/formats/kvmmmu.*, one ring buffer rendered by the
+    /// kernel and by trace-cmd's kvm plugin) reads the same in both renderings, and a
+    /// change to one of its shadow pages is found.
+    @Test func realKVMTracesInBothRenderingsAgree() throws {
+        let formats = Self.root + "/traces/formats/"
+        try CLIProcess.withDirectory([:]) { dir in
+            let same = try CLIProcess.run(["mmu-diff", formats + "kvmmmu.tracefs.txt", formats + "kvmmmu.trace-cmd.txt"], in: dir)
+            #expect(same.status == 0, "\(same.out)\(same.err)")
+            #expect(same.out == "the traces agree: 56 events compared\n", "\(same.out)")
+            // The kernel's rendering matches ShadowSim's own notation field for field.
+            let raw = try lines(formats + "kvmmmu.tracefs.txt")
+            #expect(raw.contains { $0.hasSuffix("kvm_mmu_get_page: sp gen 0 gfn 4 l4 8-byte q0 wux nxe ad root 0 sync new") })
+            // Plant a difference in the plugin's rendering: the level-1 table found, not made.
+            var planted = try lines(formats + "kvmmmu.trace-cmd.txt")
+            let i = planted.firstIndex { $0.contains("kvm_mmu_get_page:") && $0.contains("new sp gfn 7 1 ") }!
+            planted[i] = planted[i].replacingOccurrences(of: "new sp gfn 7 1 ", with: "existing sp gfn 7 1 ")
+            try (planted.joined(separator: "\n") + "\n").write(toFile: dir + "/planted.txt", atomically: true, encoding: .utf8)
+            let diff = try CLIProcess.run(["mmu-diff", formats + "kvmmmu.tracefs.txt", "planted.txt"], in: dir)
+            #expect(diff.status == 1 && diff.out.contains("+ planted.txt:\(i + 1): "), "\(diff.out)")
+            #expect(diff.out.contains("created=1") && diff.out.contains("created=0"), "\(diff.out)")
+        }
+    }
 }

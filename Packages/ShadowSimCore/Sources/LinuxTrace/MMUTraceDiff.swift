@@ -9,12 +9,29 @@ public enum MMUTraceDiff {
     /// One compared event: its name and the fields compared, and where it came from.
     public struct Event: Equatable, Sendable {
         public var name: String
-        public var key: String
+        public var fields: [String: String]
         public var line: Int
         public var text: String
 
-        public static func == (a: Event, b: Event) -> Bool { a.name == b.name && a.key == b.key }
+        /// The fields as `name=value`, in name order (what a divergence shows).
+        public var key: String { fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+
+        /// Same event and same fields, where a field one rendering leaves out (trace-cmd's
+        /// kvm plugin prints no gfn for zap, sync and unsync; the kernel's format has no
+        /// new/existing on those either) is compared only when both have it.
+        public static func == (a: Event, b: Event) -> Bool {
+            guard a.name == b.name else { return false }
+            for key in Set(a.fields.keys).union(b.fields.keys) {
+                let l = a.fields[key], r = b.fields[key]
+                if l == r { continue }
+                if (l == nil || r == nil) && optionalFields.contains(key) { continue }
+                return false
+            }
+            return true
+        }
     }
+
+    static let optionalFields: Set<String> = ["gfn", "created", "gpte"]
 
     /// The kvmmmu events compared; anything else in a trace is skipped.
     public static let comparedEvents: Set<String> = [
@@ -34,29 +51,68 @@ public enum MMUTraceDiff {
         let name = String(rest[..<colon])
         guard comparedEvents.contains(name), !ignored.contains(name) else { return nil }
         let body = rest[rest.index(after: colon)...].split(separator: " ", omittingEmptySubsequences: true)
-        return Event(name: name, key: key(of: name, body), line: number, text: line)
+        return Event(name: name, fields: fields(of: name, body), line: number, text: line)
     }
 
-    /// The fields of `body` that are compared, space-separated.
-    static func key(of name: String, _ body: [Substring]) -> String {
-        func after(_ word: String) -> Substring? {
-            body.firstIndex(of: Substring(word)).flatMap { $0 + 1 < body.count ? body[$0 + 1] : nil }
+    /// The compared fields of `body`.
+    static func fields(of name: String, _ body: [Substring]) -> [String: String] {
+        func after(_ word: String) -> String? {
+            body.firstIndex(of: Substring(word)).flatMap { $0 + 1 < body.count ? String(body[$0 + 1]) : nil }
         }
         switch name {
         case "kvm_mmu_set_spte":
-            // gfn G spte S (rwxu) level L at A
-            let rights = body.first { $0.hasPrefix("(") } ?? ""
-            return "gfn \(after("gfn") ?? "?") \(rights) level \(after("level") ?? "?")"
+            // gfn G spte S (rwxu) level L at A: the spte value and its address are the host's.
+            return ["gfn": after("gfn") ?? "?", "rights": String(body.first { $0.hasPrefix("(") } ?? "?"),
+                    "level": after("level") ?? "?"]
         case "kvm_mmu_spte_requested":
-            return "gfn \(after("gfn") ?? "?") level \(after("level") ?? "?")"
+            return ["gfn": after("gfn") ?? "?", "level": after("level") ?? "?"]
         case "kvm_mmu_pagetable_walk", "kvm_mmu_walker_error":
-            // The flags repeat the number.
-            return (after("addr").map { "addr \($0) " } ?? "") + "pferr \(after("pferr") ?? "?")"
+            // The flags after the number repeat it.
+            var f = ["pferr": after("pferr") ?? "?"]
+            if let addr = after("addr") { f["addr"] = addr }
+            return f
         default:
-            // sp gen N gfn …: everything from the gfn on.
-            guard let gfn = body.firstIndex(of: "gfn") else { return body.joined(separator: " ") }
-            return body[gfn...].joined(separator: " ")
+            return pageFields(body)
         }
+    }
+
+    /// A shadow page as either rendering describes it: the kernel's
+    /// (`sp gen 0 gfn 4 l4 8-byte q0 wux nxe ad root 0 sync new`) or trace-cmd's kvm
+    /// plugin (`new sp gfn 4 4 q0 wux !pae nxe wp root 0 sync`; no `sp gfn` on zap, sync
+    /// and unsync). Bits only one of them prints (the plugin's pae/wp, decoded from an
+    /// older role layout; the kernel's ad) are left out.
+    static func pageFields(_ body: [Substring]) -> [String: String] {
+        let accessNames: Set<Substring> = ["---", "--x", "w--", "w-x", "-u-", "-ux", "wu-", "wux"]
+        var f: [String: String] = ["direct": "0", "invalid": "0"]
+        var i = 0
+        while i < body.count {
+            let t = body[i]
+            switch t {
+            case "gen": i += 1
+            case "gfn": if i + 1 < body.count { f["gfn"] = String(body[i + 1]) }; i += 1
+            case "root": if i + 1 < body.count { f["root"] = String(body[i + 1]) }; i += 1
+            case "new": f["created"] = "1"
+            case "existing": f["created"] = "0"
+            case "sync", "unsync": f["sync"] = String(t)
+            case "direct": f["direct"] = "1"
+            case "invalid": f["invalid"] = "1"
+            case "nxe": f["nxe"] = "1"
+            case "!nxe": f["nxe"] = "0"
+            case "4-byte", "8-byte": f["gpte"] = String(t.prefix(1))
+            default:
+                if accessNames.contains(t) {
+                    f["access"] = String(t)
+                } else if t.count == 2, t.first == "q", let q = t.last, q.isNumber {
+                    f["quadrant"] = String(q)
+                } else if t.count == 2, t.first == "l", let l = t.last, l.isNumber {
+                    f["level"] = String(l)
+                } else if f["level"] == nil, t.allSatisfy(\.isNumber) {
+                    f["level"] = String(t)
+                }
+            }
+            i += 1
+        }
+        return f
     }
 
     /// Where two traces part.
