@@ -28,6 +28,14 @@ extension ShadowVCPU {
         }
     }
 
+    /// KVM traces the emulator's walk like the fault path's (`walk_addr_generic`).
+    public func emulatorWalked(_ vcpu: VCPU, _ va: UInt64, isUser: Bool, fault: UInt32?) {
+        guard mmu.traceSink != nil else { return }
+        let access: UInt32 = PageFaultCode.write | (isUser ? PageFaultCode.user : 0)
+        mmu.trace("kvm_mmu_pagetable_walk", vcpu: self, "addr \(ShadowMMU.hexDigits(va)) " + ShadowMMU.traceErrorCode(access))
+        if let fault { mmu.trace("kvm_mmu_walker_error", vcpu: self, ShadowMMU.traceErrorCode(fault)) }
+    }
+
     public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError) {
         guard mmu.policy.shadowsGuestTables else {
             return BareMetal.shared.cr3Loaded(vcpu, previous: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)

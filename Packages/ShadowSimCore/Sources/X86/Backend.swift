@@ -16,6 +16,9 @@ public protocol VCPUBackend: AnyObject {
     /// and wrote `stores` to memory (none when it faulted): no fault exit, but the
     /// hypervisor sees every store.
     func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) throws(MachineError)
+    /// The emulator walked the guest's tables for a store to `va` (`fault`: the #PF
+    /// error code it will inject, if the walk failed). For tracing only.
+    func emulatorWalked(_ vcpu: VCPU, _ va: UInt64, isUser: Bool, fault: UInt32?)
     /// MOV to CR3 has loaded a new value (and, for PAE paging, the PDPTE registers).
     func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError)
     /// MOV to CR4 has changed it (and, for PAE paging, may have reloaded the PDPTEs).
@@ -42,6 +45,7 @@ public final class BareMetal: VCPUBackend, Sendable {
     public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) {}
     /// Bare metal has no emulator: nothing to track.
     public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) {}
+    public func emulatorWalked(_ vcpu: VCPU, _ va: UInt64, isUser: Bool, fault: UInt32?) {}
 
     /// MOV to CR3 flushes the new PCID's non-global entries unless bit 63 was set.
     public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) {

@@ -79,10 +79,12 @@ extension VCPU {
                                   what: "paging-structure entry read while emulating a store to \(hex(va))")
         }
         let result: AccessResult
+        var fault: UInt32?
         switch outcome {
         case .translated(let t):
             result = .ok(t.physicalAddress)
         case .pageFault(let code, _):
+            fault = code
             tally.countPageFault(code)
             tlb.flushAddress(va, pcid: pcid, includeGlobal: true)
             result = .pageFault(code, at: va)
@@ -90,6 +92,7 @@ extension VCPU {
             tally.gp &+= 1
             result = .generalProtection
         }
+        backend.emulatorWalked(self, va, isUser: isUser, fault: fault)
         if let observer { try observer.didAccess(self, va, .write, isUser: isUser, result: result) }
         return result
     }
