@@ -198,6 +198,12 @@ struct FuzzWorld {
             note(" = \(r.summary)")
         case 19:
             let b = reader.byte()
+            if b >= 0xF0, let mmu = vm.mmu {
+                // Live migration: dirty logging switched, or its log collected.
+                note(b & 1 == 0 ? "dirty logging \(!mmu.dirtyLogging)" : "collect the dirty log")
+                if b & 1 == 0 { mmu.setDirtyLogging(!mmu.dirtyLogging) } else { _ = mmu.collectDirtyLog() }
+                return
+            }
             note(b & 1 == 0 ? "CPL \(b & 2 == 0 ? 0 : 3)" : "RFLAGS.AC \(b & 2 != 0)")
             if b & 1 == 0 { try cpu.setCPL(b & 2 == 0 ? 0 : 3) } else { cpu.setAlignmentCheck(b & 2 != 0) }
         case 20: try frameBecomesTable(vm, by: cpu, invalidatedFirst: false)
@@ -216,6 +222,11 @@ struct FuzzWorld {
             } else {
                 vm.frames.append(try vm.kernel.allocateFrame(zeroedBy: cpu))
             }
+        case 28 where reader.chance(48):
+            // The host unmaps guest frames behind the guest's back (the MMU notifier).
+            let gfn = try frame(vm) >> 12, count = UInt64(1 + reader.pick(4))
+            note("host invalidates gfns \(hex(gfn))+\(count)")
+            _ = vm.mmu?.invalidateHostRange(gfn: gfn, count: min(count, (vm.machine.memory.capacity >> 12) - gfn))
         case 28:
             // A host store (a device) into one of the guest's frames.
             let gpa = try frame(vm) | UInt64(reader.byte()) << 3
@@ -226,6 +237,7 @@ struct FuzzWorld {
         case 30:
             let va = hotPage(vm) | offset()
             for v in vm.machine.vcpus { try access(va, on: v) }
+        case 31 where reader.chance(64): try emulatedStore(vm, by: cpu)
         case 31: try rawEntryStore(vm, va: hotPage(vm), level: 1, by: cpu)
         default: try roundTrip(vm, on: cpu)
         }
@@ -483,6 +495,23 @@ struct FuzzWorld {
         if vm.mode == .legacy32 { value &= 0xFFFF_FFFF }
         note("set level-\(level) entry of \(hex(va)) in space \(hex(space.root)) to \(hex(value))")
         try space.setEntry(va, level: level, value: value, by: cpu)
+    }
+
+    /// A store by the hypervisor's instruction emulator (guest kernel code under PVM):
+    /// mostly a rewrite of a hot page's PTE through the physmap, else a data store.
+    mutating func emulatedStore(_ vm: FuzzVM, by cpu: VCPU) throws(MachineError) {
+        let va = hotPage(vm)
+        if reader.chance(192), let pte = try space(vm).entry(va, level: 1), pte.value & PTE.present != 0 {
+            let value = (pte.value & ~PTE.bits(11, 0)) | (pte.value & PTE.bits(11, 0)) ^ (reader.chance(128) ? PTE.writable : PTE.user)
+            note("emulated store \(hex(value)) to the PTE of \(hex(va))")
+            let r = try cpu.emulatedWrite(vm.kernel.physmapAddress(of: pte.address), value: value,
+                                          size: vm.mode.entrySize, cpl: 0)
+            note(" = \(r.summary)")
+        } else {
+            note("emulated store to \(hex(va))")
+            let r = try cpu.emulatedWrite(va | offset(), value: reader.word(), size: [1, 2, 4, 8][reader.pick(4)], cpl: 3)
+            note(" = \(r.summary)")
+        }
     }
 
     // MARK: Operands
