@@ -31,7 +31,7 @@ extension ShadowMMU {
             changed = true
         }
         if changed { flushRemoteTLBsFromHost() }
-        trace("shadowsim_dirty_log", "enabled")
+        if tracing { trace("shadowsim_dirty_log", "enabled") }
     }
 
     /// The frames written since the last collection (ascending), cleared from the log
@@ -54,7 +54,7 @@ extension ShadowMMU {
             }
         }
         if changed { flushRemoteTLBsFromHost() }
-        trace("shadowsim_dirty_log", "collected \(frames.count)")
+        if tracing { trace("shadowsim_dirty_log", "collected \(frames.count)") }
         return frames
     }
 

@@ -32,8 +32,8 @@ extension ShadowVCPU {
     public func emulatorWalked(_ vcpu: VCPU, _ va: UInt64, isUser: Bool, fault: UInt32?) {
         guard mmu.traceSink != nil else { return }
         let access: UInt32 = PageFaultCode.write | (isUser ? PageFaultCode.user : 0)
-        mmu.trace("kvm_mmu_pagetable_walk", vcpu: self, "addr \(ShadowMMU.hexDigits(va)) " + ShadowMMU.traceErrorCode(access))
-        if let fault { mmu.trace("kvm_mmu_walker_error", vcpu: self, ShadowMMU.traceErrorCode(fault)) }
+        if mmu.tracing { mmu.trace("kvm_mmu_pagetable_walk", vcpu: self, "addr \(ShadowMMU.hexDigits(va)) " + ShadowMMU.traceErrorCode(access)) }
+        if mmu.tracing, let fault { mmu.trace("kvm_mmu_walker_error", vcpu: self, ShadowMMU.traceErrorCode(fault)) }
     }
 
     public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError) {
@@ -44,7 +44,7 @@ extension ShadowVCPU {
         try exit { () throws(MachineError) in
             // PAE roots are four PDPTEs, not one page: not sampled.
             if vcpu.mode != .pae { mmu.sampleRootLoad(cr3: vcpu.cr3, role: rootRole) }
-            mmu.trace("shadowsim_cr3_load", vcpu: self, "cr3 \(ShadowMMU.hexDigits(vcpu.cr3)) noflush \(noFlush ? 1 : 0)")
+            if mmu.tracing { mmu.trace("shadowsim_cr3_load", vcpu: self, "cr3 \(ShadowMMU.hexDigits(vcpu.cr3)) noflush \(noFlush ? 1 : 0)") }
             mmu.policy.cr3Loaded(self, previousCR3: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
         }
     }
@@ -98,7 +98,7 @@ extension ShadowVCPU {
         guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.invlpg(vcpu, va) }
         stats.exitsInvlpg &+= 1
         try exit { () throws(MachineError) in
-            mmu.trace("shadowsim_invlpg", vcpu: self, "gva \(ShadowMMU.hexDigits(va))")
+            if mmu.tracing { mmu.trace("shadowsim_invlpg", vcpu: self, "gva \(ShadowMMU.hexDigits(va))") }
             mmu.policy.invalidateAddress(self, va, roots: .all)
             stats.invlpg &+= 1
         }
@@ -111,7 +111,7 @@ extension ShadowVCPU {
         }
         stats.exitsInvpcid &+= 1
         try exit { () throws(MachineError) in
-            mmu.trace("shadowsim_invpcid", vcpu: self, "type \(type) pcid \(pcid) gva \(ShadowMMU.hexDigits(address))")
+            if mmu.tracing { mmu.trace("shadowsim_invpcid", vcpu: self, "type \(type) pcid \(pcid) gva \(ShadowMMU.hexDigits(address))") }
             switch type {
             case .individualAddress:
                 var roots: RootSelection = []
@@ -195,8 +195,10 @@ extension ShadowVCPU {
         stats.exitsPageFault &+= 1
         if huge { mmu.stats.pages2M &+= 1 } else { mmu.stats.pages4K &+= 1 }
         // An EPT violation maps the frame: KVM's TDP MMU traces the request.
-        mmu.trace("kvm_mmu_spte_requested", vcpu: self,
-                  "gfn \(ShadowMMU.hexDigits(gfn)) pfn \(ShadowMMU.hexDigits(gfn)) level \(huge ? 2 : 1)")
+        if mmu.tracing {
+            mmu.trace("kvm_mmu_spte_requested", vcpu: self,
+                      "gfn \(ShadowMMU.hexDigits(gfn)) pfn \(ShadowMMU.hexDigits(gfn)) level \(huge ? 2 : 1)")
+        }
         return true
     }
 }

@@ -26,7 +26,7 @@ extension ShadowMMU {
             }
         }
         if dropped > 0 { flushRemoteTLBsFromHost() }
-        trace("shadowsim_host_invalidate", "gfn \(Self.hexDigits(first)) count \(count) dropped \(dropped)")
+        if tracing { trace("shadowsim_host_invalidate", "gfn \(Self.hexDigits(first)) count \(count) dropped \(dropped)") }
         return dropped
     }
 

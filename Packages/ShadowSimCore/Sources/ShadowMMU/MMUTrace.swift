@@ -32,12 +32,12 @@ extension ShadowMMU {
     public func traceEvents(to sink: MMUTraceSink?, vm: Int) {
         traceSink = sink
         traceVM = vm
+        tracing = sink != nil
     }
 
-    /// Emits one event; `body` is only built when tracing.
-    @inline(__always) func trace(_ event: StaticString, vcpu: ShadowVCPU? = nil, _ body: @autoclosure () -> String) {
-        guard let traceSink else { return }
-        traceSink.emit(vm: traceVM, vcpu: (vcpu ?? actingVCPU)?.vcpu.index, event: "\(event)", body())
+    /// Emits one event (call only when `tracing`).
+    @inline(never) func trace(_ event: StaticString, vcpu: ShadowVCPU? = nil, _ body: String) {
+        traceSink?.emit(vm: traceVM, vcpu: (vcpu ?? actingVCPU)?.vcpu.index, event: "\(event)", body)
     }
 
     /// KVM's `KVM_MMU_PAGE_PRINTK`: `sp gen G gfn X lL B-byte qQ[ direct] ACC[ invalid]

@@ -213,11 +213,11 @@ extension ShadowVCPU {
     func pageFault(_ va: UInt64, _ kind: AccessKind, isUser: Bool, errorCode: UInt32) throws(MachineError) -> FaultOutcome {
         stats.pfTaken &+= 1
         stats.exitsPageFault &+= 1
-        mmu.trace("kvm_mmu_pagetable_walk", vcpu: self, "addr \(ShadowMMU.hexDigits(va)) " + ShadowMMU.traceErrorCode(errorCode))
+        if mmu.tracing { mmu.trace("kvm_mmu_pagetable_walk", vcpu: self, "addr \(ShadowMMU.hexDigits(va)) " + ShadowMMU.traceErrorCode(errorCode)) }
         let (walkOutcome, walk) = try guestWalk(va, kind, isUser: isUser)
         switch walkOutcome {
         case .pageFault(let code, _):
-            mmu.trace("kvm_mmu_walker_error", vcpu: self, ShadowMMU.traceErrorCode(code))
+            if mmu.tracing { mmu.trace("kvm_mmu_walker_error", vcpu: self, ShadowMMU.traceErrorCode(code)) }
             stats.pfGuest &+= 1
             return .inject(.pageFault(code, at: va))
         case .generalProtection:
@@ -378,8 +378,10 @@ extension ShadowVCPU {
         }
         let index = ShadowVCPU.shadowIndex(va, level: sp.level)
         let span = UInt64(1) << UInt64(9 * (sp.level - 1))
-        mmu.trace("kvm_mmu_spte_requested", vcpu: self,
-                  "gfn \(ShadowMMU.hexDigits(walk.gfn)) pfn \(ShadowMMU.hexDigits(walk.gfn)) level \(sp.level)")
+        if mmu.tracing {
+            mmu.trace("kvm_mmu_spte_requested", vcpu: self,
+                      "gfn \(ShadowMMU.hexDigits(walk.gfn)) pfn \(ShadowMMU.hexDigits(walk.gfn)) level \(sp.level)")
+        }
         let outcome = mmu.setSPTE(sp, index, access: access, gfn: walk.gfn & ~(span - 1), faultingWrite: write,
                                   userWrite: write && user, vcpu: self)
         if !sp.role.direct { mmu.policy.didPropagate(sp, index, in: mmu) }
@@ -474,7 +476,7 @@ extension ShadowMMU {
             if SPTE.isPresent(current) && current & SPTE.writable != 0 && spte & SPTE.writable == 0 { flush = true }
             sp.spt[index] = spte
             noteChange(sp.id)
-            trace("kvm_mmu_set_spte", vcpu: vcpu, Self.traceSPTE(sp, index))
+            if tracing { trace("kvm_mmu_set_spte", vcpu: vcpu, Self.traceSPTE(sp, index)) }
         }
         if (writeProtected || emulateAnyway) && faultingWrite == true { outcome = .emulate(gpa: gfn << 12) }
         if flush { flushRemoteTLBs() }
@@ -498,7 +500,7 @@ extension ShadowMMU {
             newEntry = machine.memory.load(gpa, size: bytes)
         }
         stats.mmuPTEWrite &+= 1
-        trace("shadowsim_track_write", vcpu: vcpu, "gpa \(Self.hexDigits(gpa)) bytes \(bytes)")
+        if tracing { trace("shadowsim_track_write", vcpu: vcpu, "gpa \(Self.hexDigits(gpa)) bytes \(bytes)") }
         var flush = false
         forEachShadowPage(of: gpa >> 12) { sp in
             if isMisaligned(sp, gpa: gpa, bytes: bytes) || isFlooded(sp) {

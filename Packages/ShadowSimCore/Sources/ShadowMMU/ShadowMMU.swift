@@ -133,6 +133,10 @@ public final class ShadowMMU {
     /// Where events go when traced (`traceEvents(to:vm:)`), and this VM's number there.
     var traceSink: MMUTraceSink?
     var traceVM = 0
+    /// Whether events are traced (a plain Bool: testing the optional sink retains it).
+    /// Every call site tests it before building an event's text, so an untraced run pays
+    /// one load and branch per site.
+    var tracing = false
 
     /// Notes that page `id`'s sptes, links, unsync state, role or root count changed.
     @inline(__always) func noteChange(_ id: Int32) { changeLog?.mark(id) }
@@ -291,12 +295,12 @@ public final class ShadowMMU {
         }
         commitZaps()
         if let found {
-            trace("kvm_mmu_get_page", vcpu: vcpu, Self.traceDescription(of: found) + " existing")
+            if tracing { trace("kvm_mmu_get_page", vcpu: vcpu, Self.traceDescription(of: found) + " existing") }
             return found
         }
         stats.mmuCacheMiss &+= 1
         let created = allocate(gfn: gfn, role: role)
-        trace("kvm_mmu_get_page", vcpu: vcpu, Self.traceDescription(of: created) + " new")
+        if tracing { trace("kvm_mmu_get_page", vcpu: vcpu, Self.traceDescription(of: created) + " new") }
         return created
     }
 
@@ -436,7 +440,7 @@ public final class ShadowMMU {
     public func markUnsync(_ sp: ShadowPage) {
         // Only indirect leaves may go unsync; verify() reports a policy that breaks it.
         guard !sp.unsync else { return }
-        trace("kvm_mmu_unsync_page", Self.traceDescription(of: sp))
+        if tracing { trace("kvm_mmu_unsync_page", Self.traceDescription(of: sp)) }
         sp.unsync = true
         noteChange(sp.id)
         stats.unsyncEvents &+= 1
@@ -514,7 +518,7 @@ public final class ShadowMMU {
     func unlinkUnsync(_ sp: ShadowPage) {
         guard sp.unsync else { return }
         // KVM traces kvm_mmu_sync_page here, as the page stops being unsync.
-        trace("kvm_mmu_sync_page", Self.traceDescription(of: sp))
+        if tracing { trace("kvm_mmu_sync_page", Self.traceDescription(of: sp)) }
         policy.willLeaveUnsync(sp, in: self)
         sp.unsync = false
         noteChange(sp.id)
@@ -570,7 +574,7 @@ public final class ShadowMMU {
     @discardableResult
     public func prepareZap(_ sp: ShadowPage) -> Int {
         guard pages[Int(sp.id)] === sp else { return 0 }
-        trace("kvm_mmu_prepare_zap_page", Self.traceDescription(of: sp))
+        if tracing { trace("kvm_mmu_prepare_zap_page", Self.traceDescription(of: sp)) }
         stats.mmuShadowZapped &+= 1
         var zapped = 0
         if sp.level > 1 { zapped += zapUnsyncChildren(sp) }
@@ -654,7 +658,7 @@ public final class ShadowMMU {
         }
         commitZaps()
         stats.mmuRecycled &+= UInt64(zapped)
-        if zapped > 0 { trace("shadowsim_recycle", "zapped \(zapped) used \(usedShadowPages) max \(maxShadowPages)") }
+        if tracing, zapped > 0 { trace("shadowsim_recycle", "zapped \(zapped) used \(usedShadowPages) max \(maxShadowPages)") }
         return maxShadowPages > usedShadowPages
     }
 
@@ -680,6 +684,6 @@ public final class ShadowMMU {
             stats.remoteTLBFlush &+= 1
             stats.remoteFlushTargets &+= targets
         }
-        trace("shadowsim_remote_flush", vcpu: initiator, "targets \(targets)")
+        if tracing { trace("shadowsim_remote_flush", vcpu: initiator, "targets \(targets)") }
     }
 }

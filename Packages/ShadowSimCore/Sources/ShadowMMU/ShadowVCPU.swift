@@ -242,8 +242,10 @@ public final class ShadowVCPU: VCPUBackend {
             mmu.page(root.page)?.writeFloodingCount = 0
         }
         lastSwitchReusedRoot = found
-        mmu.trace("shadowsim_switch_root", vcpu: self, "pgd \(ShadowMMU.hexDigits(pgd)) "
-                  + (found ? mmu.page(root.page).map { "cached gfn \(ShadowMMU.hexDigits($0.gfn))" } ?? "cached pae" : "new"))
+        if mmu.tracing {
+            mmu.trace("shadowsim_switch_root", vcpu: self, "pgd \(ShadowMMU.hexDigits(pgd)) "
+                      + (found ? mmu.page(root.page).map { "cached gfn \(ShadowMMU.hexDigits($0.gfn))" } ?? "cached pae" : "new"))
+        }
         return found
     }
 
