@@ -48,9 +48,7 @@ struct Compare: ParsableCommand {
 
     func run() throws {
         try logging.bootstrap()
-        guard ["table", "json", "csv", "markdown"].contains(format) else {
-            throw usageError("--format must be table, json, csv or markdown, got \"\(format)\"")
-        }
+        try requireComparisonFormat(format)
         let resolved = try resolvePolicies(policies)
         let params = try parameters.parsed()
         let limits = try budgets.limits()

@@ -72,9 +72,7 @@ struct Replay: ParsableCommand {
 
     func run() throws {
         try logging.bootstrap()
-        guard ["table", "json", "csv", "markdown"].contains(format) else {
-            throw usageError("--format must be table, json, csv or markdown, got \"\(format)\"")
-        }
+        try requireComparisonFormat(format)
         let resolved = try resolvePolicies(policies)
         guard let memoryBytes = parseByteSize(memory), memoryBytes >= 64 << 20 else {
             throw usageError("--memory: \"\(memory)\" is not a size of at least 64M")

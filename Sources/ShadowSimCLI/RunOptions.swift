@@ -166,3 +166,10 @@ struct MMUTraceOptions: ParsableArguments {
         return MMUTraceSink { writer.write($0) }
     }
 }
+
+/// `--format` of the commands that print a comparison (compare, replay).
+func requireComparisonFormat(_ format: String) throws {
+    guard ["table", "json", "csv", "markdown"].contains(format) else {
+        throw usageError("--format must be table, json, csv or markdown, got \"\(format)\"")
+    }
+}

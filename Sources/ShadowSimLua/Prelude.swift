@@ -250,8 +250,8 @@ M._methods.vcpu.loop = function(vcpu, list)
   end
   if loop_saved == nil then loop_wrap() end
   local methods = M._methods.vcpu
-  local l = { vcpu = vcpu, list = list, runs = 0, accesses = 0, faults = 0,
-              read = loop_saved and nil, write = nil, fetch = nil }
+  -- The unwrapped read/write/fetch, so a loop's own accesses never run the loops.
+  local l = { vcpu = vcpu, list = list, runs = 0, accesses = 0, faults = 0 }
   for _, saved in ipairs(loop_saved) do
     if saved[1] == methods and (saved[2] == "read" or saved[2] == "write" or saved[2] == "fetch") then l[saved[2]] = saved[3] end
   end
