@@ -154,6 +154,7 @@ private func newVM(_ call: inout LuaCall, session: Session) throws(LuaRaise) -> 
     if let host = try o.choice("host_pages", ["4k", "2m", "1g"]) { mmuConfig.hostPageSize = PageSize(name: host)! }
     mmuConfig.otherVCPUsRunning = try o.boolean("vcpus_running") ?? true
     mmuConfig.previousRoots = Int(try o.integer("prev_roots", in: 0...Int64(ShadowMMUConfiguration.maxPreviousRoots)) ?? 3)
+    mmuConfig.zapUnsyncChildren = try o.boolean("zap_unsync_children") ?? true
     if let name = try o.choice("inject_bug", PlantedBug.allCases.map(\.rawValue)) {
         let bug = PlantedBug(rawValue: name)!
         do { try PolicyCatalog.check(bug, under: policyName) } catch { throw call.argumentError(1, "option 'inject_bug': \(error.description)") }

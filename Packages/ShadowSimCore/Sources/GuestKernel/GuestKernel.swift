@@ -9,6 +9,11 @@ import X86
 /// From then on every page-table change a helper makes is a **guest store** by a vCPU
 /// through the physmap, because that is the path a shadow MMU write-protects and traps.
 ///
+/// With `userPhysmap` (4-level paging only) the physmap sits in the lower half,
+/// user-accessible, and the kernel's stores are made at CPL 3: the layout a guest on
+/// kvm-pvm needs, where CPL 0 code is emulated and only CPL 3 code runs on the shadow
+/// tables (`shadowsim run --backend kvm` runs both sides with it).
+///
 /// Without `boot`, no vCPU loads a CR3: the hypervisor has no root until the scenario
 /// loads one, so the shadow state is exactly what the scenario builds. Until some vCPU
 /// has loaded a CR3 the loader makes the kernel's stores (nothing can be shadowed yet,
@@ -24,9 +29,12 @@ public final class GuestKernel {
     /// have not loaded a CR3 yet).
     private var loaderStores: Bool
 
-    public init(machine: Machine, boot: Bool = true) throws(MachineError) {
+    public init(machine: Machine, boot: Bool = true, userPhysmap: Bool = false) throws(MachineError) {
         self.machine = machine
-        layout = KernelLayout(mode: machine.mode)
+        if userPhysmap && machine.mode != .long4 {
+            throw .invalidArgument("a user-mode physmap needs 4-level paging, not \(machine.mode)")
+        }
+        layout = KernelLayout(mode: machine.mode, userPhysmap: userPhysmap)
         if !machine.mode.isLongMode && machine.memory.capacity > layout.physmapSize {
             throw .invalidArgument("\(machine.mode) guests can have at most 1 GiB of memory (all of it mapped at \(hex(layout.physmapBase))), got \(hex(machine.memory.capacity)) bytes")
         }
@@ -51,7 +59,8 @@ public final class GuestKernel {
     private func buildBootTables() throws(MachineError) -> UInt64 {
         let memory = machine.memory
         let capacity = memory.capacity
-        let kernelLeaf = PTE.present | PTE.writable | PTE.accessed | PTE.dirty | PTE.global
+        let user = layout.storeCPL == 3 ? PTE.user : 0
+        let kernelLeaf = PTE.present | PTE.writable | PTE.accessed | PTE.dirty | PTE.global | user
         let entrySize = mode.entrySize
         func put(_ table: UInt64, _ index: Int, _ value: UInt64) {
             memory.store(table + UInt64(index * entrySize), value, size: entrySize)
@@ -91,9 +100,18 @@ public final class GuestKernel {
             for (i, base) in stride(from: UInt64(0), to: capacity, by: 1 << 30).enumerated() {
                 if i % 512 == 0 {
                     pdpt = try frames.allocateFresh(memory)
-                    put(pml4, firstPML4Index + i / 512, pdpt | PTE.present | PTE.writable | PTE.accessed)
+                    put(pml4, firstPML4Index + i / 512, pdpt | PTE.present | PTE.writable | PTE.accessed | user)
                 }
-                put(pdpt, i % 512, base | kernelLeaf | PTE.pageSize)
+                if layout.storeCPL == 3 {
+                    // 2 MiB pages: a processor without 1 GiB pages (kvm-pvm reports none) can walk it.
+                    let pd = try frames.allocateFresh(memory)
+                    for j in 0..<512 where base + UInt64(j) << 21 < capacity {
+                        put(pd, j, (base + UInt64(j) << 21) | kernelLeaf | PTE.pageSize)
+                    }
+                    put(pdpt, i % 512, pd | PTE.present | PTE.writable | PTE.accessed | user)
+                } else {
+                    put(pdpt, i % 512, base | kernelLeaf | PTE.pageSize)
+                }
             }
         }
         return top
@@ -112,6 +130,11 @@ public final class GuestKernel {
             for i in 0..<3 { try storeEntry(top + UInt64(i * 8), try allocateTable(by: vcpu) | PTE.present, by: vcpu) }
             if kernelHalf { try storeEntry(top + 24, machine.memory.load(kernelTop + 24, size: 8), by: vcpu) }
         default:
+            if layout.physmapTopIndex < layout.kernelHalfFirstIndex {
+                // A user-mode physmap: every space has it (the kernel's stores go through it).
+                let address = UInt64(layout.physmapTopIndex * mode.entrySize)
+                try storeEntry(top + address, machine.memory.load(kernelTop + address, size: mode.entrySize), by: vcpu)
+            }
             guard kernelHalf else { break }
             let n = mode.entriesPerTable(level: mode.levels)
             for i in layout.kernelHalfFirstIndex..<n {
@@ -133,9 +156,9 @@ public final class GuestKernel {
     public func allocateFrame(zeroedBy vcpu: VCPU) throws(MachineError) -> UInt64 {
         let (gpa, reused) = try frames.allocate()
         if storesByLoader {
-            if reused { machine.memory.fill(gpa, count: 4096, byte: 0) }
+            if reused { try machine.fillPhysical(gpa, count: 4096, byte: 0) }
         } else if reused || machine.memory.frame(gpa >> 12) != nil {
-            let r = try vcpu.fill(physmapAddress(of: gpa), count: 4096, byte: 0, cpl: 0)
+            let r = try vcpu.fill(physmapAddress(of: gpa), count: 4096, byte: 0, cpl: layout.storeCPL)
             guard r.isOK else { throw .kernel("clearing frame \(hex(gpa)) through the physmap faulted: \(r.summary)") }
         }
         return gpa
@@ -152,13 +175,14 @@ public final class GuestKernel {
         try frames.free(gpa)
     }
 
-    /// Stores one paging-structure entry at guest-physical `address`, as `vcpu` at CPL 0.
+    /// Stores one paging-structure entry at guest-physical `address`, as `vcpu` at CPL 0
+    /// (CPL 3 with a user-mode physmap).
     public func storeEntry(_ address: UInt64, _ value: UInt64, by vcpu: VCPU) throws(MachineError) {
         if storesByLoader {
-            machine.memory.store(address, value, size: mode.entrySize)
+            try machine.writePhysical(address, value, size: mode.entrySize)
             return
         }
-        let r = try vcpu.write(physmapAddress(of: address), value: value, size: mode.entrySize, cpl: 0)
+        let r = try vcpu.write(physmapAddress(of: address), value: value, size: mode.entrySize, cpl: layout.storeCPL)
         guard r.isOK else {
             throw .kernel("the page-table store to \(hex(address)) through the physmap faulted: \(r.summary)")
         }
@@ -175,8 +199,18 @@ public struct KernelLayout: Sendable {
     public let physmapTopIndex: Int
     /// First top-level index of the kernel half, shared by every address space.
     public let kernelHalfFirstIndex: Int
+    /// The privilege level of the kernel's stores through the physmap: 0, or 3 when the
+    /// physmap is user-mode (below the kernel half, U = 1).
+    public let storeCPL: Int
 
-    public init(mode: PagingMode) {
+    public init(mode: PagingMode, userPhysmap: Bool = false) {
+        storeCPL = userPhysmap ? 3 : 0
+        if userPhysmap {
+            // PML4 index 128: below the kernel half and clear of the user addresses
+            // scenarios use (the first 64 TiB).
+            physmapBase = 0x0000_4000_0000_0000; physmapSize = 64 << 40; physmapTopIndex = 128; kernelHalfFirstIndex = 256
+            return
+        }
         switch mode {
         case .legacy32:
             physmapBase = 0xC000_0000; physmapSize = 1 << 30; physmapTopIndex = 768; kernelHalfFirstIndex = 768

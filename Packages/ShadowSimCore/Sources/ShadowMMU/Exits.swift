@@ -7,21 +7,36 @@ extension ShadowVCPU {
     public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) throws(MachineError) {
         try exit { () throws(MachineError) in
             if size > 8 {
-                // A string store (REP STOS) is not a page-table-writing instruction: KVM
-                // unprotects the frame and lets the instruction run natively.
-                mmu.unprotect(gfn: physicalAddress >> 12)
+                // A batch of REP STOSB iterations the hypervisor emulates (it could not
+                // unprotect and retry): each a one-byte tracked store.
+                for i in 0..<size { mmu.trackWrite(gpa: physicalAddress + UInt64(i), bytes: 1, vcpu: self) }
             } else {
                 mmu.trackWrite(gpa: physicalAddress, bytes: size, vcpu: self)
             }
         }
     }
 
+    /// KVM's kvm_mmu_unprotect_gfn_and_retry: every shadow page of the frame zapped,
+    /// and the instruction retried when there was one.
+    public func unprotectForRetry(_ vcpu: VCPU, va: UInt64, physicalAddress: UInt64) throws(MachineError) -> Bool {
+        guard mmu.policy.shadowsGuestTables else { return false }
+        if faultHitLastRetry {
+            lastRetriedStore = va
+            return false
+        }
+        var zapped = false
+        try exit { () throws(MachineError) in zapped = mmu.unprotect(gfn: physicalAddress >> 12) }
+        if zapped { lastRetriedStore = va }
+        return zapped
+    }
+
     /// One instruction run by the emulator: counted as such, and each store it made goes
     /// through write tracking (KVM's `emulator_write_phys` then `kvm_page_track_write`),
     /// zapping the sptes of a shadowed table it hits. Nested paging has no shadowed
     /// tables; the instruction still counts.
-    public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) throws(MachineError) {
-        stats.insnEmulation &+= 1
+    public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)], newInstruction: Bool) throws(MachineError) {
+        // KVM counts an emulated instruction once, however many iterations a REP runs.
+        if newInstruction { stats.insnEmulation &+= 1 }
         guard mmu.policy.shadowsGuestTables, !stores.isEmpty else { return }
         try exit { () throws(MachineError) in
             for s in stores { mmu.trackWrite(gpa: s.physicalAddress, bytes: s.size, vcpu: self) }

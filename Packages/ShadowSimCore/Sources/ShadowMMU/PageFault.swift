@@ -149,6 +149,8 @@ extension ShadowVCPU {
                     throw .unsupported("the shadow MMU asked to emulate a \(kind) at \(hex(va)); only stores are emulated")
                 }
                 stats.insnEmulation &+= 1
+                faultHitLastRetry = lastRetriedStore == va
+                lastRetriedStore = nil
                 var r = AccessResult.ok(gpa)
                 r.needsEmulation = true
                 return r

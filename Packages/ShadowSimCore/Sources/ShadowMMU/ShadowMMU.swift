@@ -49,6 +49,11 @@ public struct ShadowMMUConfiguration: Sendable {
     /// Roots each vCPU keeps cached besides the current one (KVM_MMU_NUM_PREV_ROOTS, 3).
     public var previousRoots = 3
     public static let maxPreviousRoots = 8
+    /// Zapping a shadow page zaps the unsync pages below it too (upstream KVM's
+    /// `mmu_zap_unsync_children`). Off, they stay unsync and unlinked until a lookup
+    /// syncs them, a write protection zaps them or they are recycled, as on a KVM with
+    /// `eager_zap_unsync_children=N` (the module parameter of the host's KVM here).
+    public var zapUnsyncChildren = true
     /// Bugs to plant (fault injection for testing the checker). Empty normally.
     public var plantedBugs: Set<PlantedBug> = []
     public var costs = CostModel()
@@ -577,7 +582,7 @@ public final class ShadowMMU {
         if tracing { trace("kvm_mmu_prepare_zap_page", Self.traceDescription(of: sp)) }
         stats.mmuShadowZapped &+= 1
         var zapped = 0
-        if sp.level > 1 { zapped += zapUnsyncChildren(sp) }
+        if sp.level > 1 && configuration.zapUnsyncChildren { zapped += zapUnsyncChildren(sp) }
         for i in 0..<512 where SPTE.isPresent(sp.spt[i]) {
             zapSPTE(sp, i)
             stats.sptesZapped &+= 1
@@ -664,9 +669,15 @@ public final class ShadowMMU {
 
     /// Zaps every shadow page of `gfn` so guest stores to it run natively
     /// (KVM's `kvm_mmu_unprotect_page`).
-    public func unprotect(gfn: UInt64) {
-        for sp in shadowPages(of: gfn) { prepareZap(sp) }
+    /// Zaps every shadow page of `gfn`. True when one could go at once: a page in use as
+    /// a root (current or cached) only becomes invalid, and KVM's unprotect-and-retry
+    /// does not retry for that (`!list_empty(&invalid_list)`).
+    @discardableResult
+    public func unprotect(gfn: UInt64) -> Bool {
+        var freed = 0
+        for sp in shadowPages(of: gfn) { freed += prepareZap(sp) }
         commitZaps()
+        return freed > 0
     }
 
     // MARK: Flushes

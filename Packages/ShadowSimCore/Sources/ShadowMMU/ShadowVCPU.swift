@@ -43,6 +43,13 @@ public final class ShadowVCPU: VCPUBackend {
     /// Whether this vCPU is in guest mode when another asks it to flush (an IPI), rather
     /// than halted (it flushes on its next entry). See also `otherVCPUsRunning`.
     public var running = true
+    /// KVM's last_retry_addr: the address of the last string store unprotected and
+    /// retried. A write-protect fault there again is emulated, not retried (KVM's guard
+    /// against retrying forever); any other write-protect fault clears it. String stores
+    /// share one instruction here (as Linux's clear_page does), so the address decides.
+    var lastRetriedStore: UInt64?
+    /// Whether the write-protect fault being handled hit `lastRetriedStore`.
+    var faultHitLastRetry = false
     public internal(set) var pending: Requests = []
     public internal(set) var stats = VCPUMMUStats()
     /// State a policy keeps per vCPU.
@@ -91,8 +98,20 @@ public final class ShadowVCPU: VCPUBackend {
     }
 
     /// What KVM does between an exit and the next VM entry: service requests in
-    /// `vcpu_enter_guest`'s order, then build roots if there are none.
+    /// `vcpu_enter_guest`'s order, then build roots if there are none. A request made
+    /// while the roots were built (the flush after write-protecting the new root's
+    /// table) cancels the entry and is serviced before the guest runs, as KVM's last
+    /// check for pending requests does (measured on the host's KVM: both flushes count
+    /// at the MOV CR3 that loaded the new root).
     func enterGuest() throws(MachineError) {
+        try serviceRequests()
+        if !root.isValid && mmu.shadowsGuestTables {
+            try loadRoots()
+            if !pending.isEmpty { try serviceRequests() }
+        }
+    }
+
+    private func serviceRequests() throws(MachineError) {
         if pending.contains(.freeObsoleteRoots) {
             pending.remove(.freeObsoleteRoots)
             freeObsoleteRoots()
@@ -121,7 +140,14 @@ public final class ShadowVCPU: VCPUBackend {
             mmu.policy.guestTLBFlush(self)
             vcpu.tlb.flushAll()
         }
-        if !root.isValid && mmu.shadowsGuestTables { try loadRoots() }
+    }
+
+    /// The vCPU enters the guest again after running nothing (a KVM_RUN that finds
+    /// requests pending): they are serviced now. For a halted vCPU the scenario runs
+    /// again, and for the kvm backend's vCPUs, which take turns.
+    public func reenter() throws(MachineError) {
+        guard !pending.isEmpty else { return }
+        try exit { }
     }
 
     /// Runs an exit handler as this vCPU, then re-enters the guest.

@@ -12,10 +12,14 @@ public protocol VCPUBackend: AnyObject {
     func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult
     /// A store the backend let through with `needsEmulation` has been written to memory.
     func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) throws(MachineError)
-    /// The hypervisor's instruction emulator ran one instruction (`VCPU.emulatedWrite`)
-    /// and wrote `stores` to memory (none when it faulted): no fault exit, but the
-    /// hypervisor sees every store.
-    func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) throws(MachineError)
+    /// A string store (REP STOS) hit a frame the hypervisor protects: it may unprotect
+    /// the frame and let the instruction run again (true), or emulate it (false).
+    func unprotectForRetry(_ vcpu: VCPU, va: UInt64, physicalAddress: UInt64) throws(MachineError) -> Bool
+    /// The hypervisor's instruction emulator ran one instruction (`VCPU.emulatedWrite`),
+    /// or one more iteration of a REP instruction (`newInstruction` false), and wrote
+    /// `stores` to memory (none when it faulted): no fault exit, but the hypervisor sees
+    /// every store.
+    func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)], newInstruction: Bool) throws(MachineError)
     /// The emulator walked the guest's tables for a store to `va` (`fault`: the #PF
     /// error code it will inject, if the walk failed). For tracing only.
     func emulatorWalked(_ vcpu: VCPU, _ va: UInt64, isUser: Bool, fault: UInt32?)
@@ -44,7 +48,8 @@ public final class BareMetal: VCPUBackend, Sendable {
 
     public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) {}
     /// Bare metal has no emulator: nothing to track.
-    public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)]) {}
+    public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)], newInstruction: Bool) {}
+    public func unprotectForRetry(_ vcpu: VCPU, va: UInt64, physicalAddress: UInt64) -> Bool { false }
     public func emulatorWalked(_ vcpu: VCPU, _ va: UInt64, isUser: Bool, fault: UInt32?) {}
 
     /// MOV to CR3 flushes the new PCID's non-global entries unless bit 63 was set.

@@ -9,20 +9,21 @@ extension VCPU {
     public func emulatedWrite(_ va: UInt64, value: UInt64, size: Int = 8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         try checkLinear(va, size: size)
         let isUser = (cpl ?? self.cpl) == 3
+        try observer?.willExecute(self, .emulatedWrite(va: va, size: size, value: value, isUser: isUser))
         tally.writes &+= 1
         let pageEnd = mode.isLongMode ? (va | 0xFFF) &+ 1 : ((va | 0xFFF) &+ 1) & 0xFFFF_FFFF
         let firstBytes = min(size, Int(0x1000 - (va & 0xFFF)))
         // Both pages are translated before anything is written, as for the processor.
         let first = try emulatorTranslate(va, isUser: isUser)
         guard first.isOK else {
-            try backend.emulatorRan(self, stores: [])
+            try backend.emulatorRan(self, stores: [], newInstruction: true)
             return first
         }
         var second = AccessResult.ok(0)
         if firstBytes < size {
             second = try emulatorTranslate(pageEnd, isUser: isUser)
             guard second.isOK else {
-                try backend.emulatorRan(self, stores: [])
+                try backend.emulatorRan(self, stores: [], newInstruction: true)
                 return second
             }
         }
@@ -30,7 +31,7 @@ extension VCPU {
         if firstBytes < size {
             stores.append(try emulatorStore(second.physicalAddress, value >> UInt64(8 * firstBytes), size: size - firstBytes, va: pageEnd))
         }
-        try backend.emulatorRan(self, stores: stores)
+        try backend.emulatorRan(self, stores: stores, newInstruction: true)
         return first
     }
 
@@ -40,15 +41,17 @@ extension VCPU {
     public func emulatedFill(_ va: UInt64, count: Int, byte: UInt8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         guard count >= 0 else { throw .invalidArgument("fill count must not be negative, got \(count)") }
         let isUser = (cpl ?? self.cpl) == 3
+        try observer?.willExecute(self, .emulatedFill(va: va, count: count, byte: byte, isUser: isUser))
         var address = va, left = count
         var first = AccessResult.ok(0)
+        var newInstruction = true
         let pattern = UInt64(byte) &* 0x0101_0101_0101_0101
         while left > 0 {
             try checkLinear(address, size: 1)
             tally.writes &+= 1
             let t = try emulatorTranslate(address, isUser: isUser)
             guard t.isOK else {
-                try backend.emulatorRan(self, stores: [])
+                try backend.emulatorRan(self, stores: [], newInstruction: newInstruction)
                 return t
             }
             if address == va { first = t }
@@ -57,7 +60,8 @@ extension VCPU {
             var pa = t.physicalAddress
             while n > 0 {
                 let chunk = pa & 7 == 0 && n >= 8 ? 8 : 1
-                try backend.emulatorRan(self, stores: [try emulatorStore(pa, pattern, size: chunk, va: address)])
+                try backend.emulatorRan(self, stores: [try emulatorStore(pa, pattern, size: chunk, va: address)], newInstruction: newInstruction)
+                newInstruction = false
                 pa &+= UInt64(chunk)
                 address &+= UInt64(chunk)
                 n -= chunk

@@ -144,6 +144,15 @@ public final class Machine {
         memory.store(address, value, size: size)
     }
 
+    /// Fills `count` bytes of guest-physical memory with `byte`, as the loader would.
+    public func fillPhysical(_ address: UInt64, count: Int, byte: UInt8) throws(MachineError) {
+        guard count >= 0, memory.contains(address, size: 1), memory.contains(address + UInt64(max(count, 1) - 1), size: 1) else {
+            throw .unbackedMemory(address: address, capacity: memory.capacity, what: "physical fill")
+        }
+        try vcpus.first?.observer?.willStore(nil, physicalAddress: address, size: count)
+        memory.fill(address, count: count, byte: byte)
+    }
+
     private func checkPhysical(_ address: UInt64, size: Int) throws(MachineError) {
         guard size == 1 || size == 2 || size == 4 || size == 8 else {
             throw .invalidArgument("access size must be 1, 2, 4 or 8 bytes, got \(size)")

@@ -182,15 +182,28 @@ public final class VCPU {
     public func fill(_ va: UInt64, count: Int, byte: UInt8, cpl: Int? = nil) throws(MachineError) -> AccessResult {
         guard count >= 0 else { throw .invalidArgument("fill count must not be negative, got \(count)") }
         let isUser = (cpl ?? self.cpl) == 3
+        try observer?.willExecute(self, .fill(va: va, count: count, byte: byte, isUser: isUser))
         var address = va
         var left = count
         var first = AccessResult.ok(0)
+        var retried = false
         while left > 0 {
             try checkLinear(address, size: 1)
-            tally.writes &+= 1
             let t = try translate(address, .write, isUser: isUser)
+            if t.needsEmulation && !retried {
+                // A string store is not an instruction that writes page tables: the
+                // hypervisor unprotects the frame and lets it run again (KVM's
+                // kvm_mmu_unprotect_gfn_and_retry), unless that changed nothing.
+                retried = true
+                if try backend.unprotectForRetry(self, va: address, physicalAddress: t.physicalAddress) { continue }
+            }
+            retried = false
+            tally.writes &+= 1
             guard t.isOK else { return t }
-            let n = min(left, Int(4096 - (address & 0xFFF)))
+            var n = min(left, Int(4096 - (address & 0xFFF)))
+            // Emulated, the iterations run in batches (KVM's emulator, and kvm-pvm's
+            // pvm_emul_batch, re-enter the guest every 1024), then the store goes on natively.
+            if t.needsEmulation { n = min(n, 1024) }
             try checkBacked(t.physicalAddress, size: n, va: address)
             if let observer {
                 try observer.didAccess(self, address, .write, isUser: isUser, result: t)
@@ -216,6 +229,7 @@ public final class VCPU {
     /// boundary is judged as two (the second at the next page's first byte).
     func access(_ va: UInt64, _ kind: AccessKind, size: Int, isUser: Bool, value: UInt64) throws(MachineError) -> AccessResult {
         try checkLinear(va, size: size)
+        if let observer { try observer.willExecute(self, .access(kind, va: va, size: size, value: value, isUser: isUser)) }
         let first = try translate(va, kind, isUser: isUser)
         guard first.isOK else {
             if let observer { try observer.didAccess(self, va, kind, isUser: isUser, result: first) }
@@ -385,6 +399,7 @@ public final class VCPU {
     /// MOV to CR3 (#GP above CPL 0). With CR4.PCIDE = 1, bit 63 set means "do not flush the new PCID".
     /// PAE paging loads the PDPTE registers here; a PDPTE with reserved bits is #GP.
     public func loadCR3(_ source: UInt64) throws(MachineError) -> AccessResult {
+        try observer?.willExecute(self, .loadCR3(source))
         guard cpl == 0 else { tally.gp &+= 1; return .generalProtection }
         let pcide = cr4 & CR4.pcide != 0
         let noFlush = pcide && source & CR3Bits.noFlush != 0
@@ -426,6 +441,7 @@ public final class VCPU {
     /// and setting PCIDE outside IA-32e mode or with CR3[11:0] ≠ 0. PAE paging reloads
     /// the PDPTEs when PGE, PSE or SMEP change.
     public func writeCR4(_ value: UInt64) throws(MachineError) -> AccessResult {
+        try observer?.willExecute(self, .writeCR4(value))
         guard cpl == 0 else { tally.gp &+= 1; return .generalProtection }
         let changed = value ^ cr4
         guard value & ~CR4.defined == 0 else { tally.gp &+= 1; return .generalProtection }
@@ -457,6 +473,7 @@ public final class VCPU {
 
     /// MOV to CR0. Only WP may change on a running vCPU; PG and PE are fixed.
     public func writeCR0(_ value: UInt64) throws(MachineError) -> AccessResult {
+        try observer?.willExecute(self, .writeCR0(value))
         guard cpl == 0, value >> 32 == 0 else { tally.gp &+= 1; return .generalProtection }
         if (value ^ cr0) & (CR0.pg | CR0.pe) != 0 {
             throw .unsupported("changing CR0.PG or CR0.PE switches the paging mode, which a running vCPU cannot do here")
@@ -471,6 +488,7 @@ public final class VCPU {
 
     /// WRMSR to IA32_EFER. Only NXE (and bits with no paging effect) may change.
     public func writeEFER(_ value: UInt64) throws(MachineError) -> AccessResult {
+        try observer?.willExecute(self, .writeEFER(value))
         guard cpl == 0, value & ~EFER.defined == 0 else { tally.gp &+= 1; return .generalProtection }
         if (value ^ efer) & (EFER.lme | EFER.lma) != 0 {
             throw .unsupported("changing EFER.LME switches the paging mode, which a running vCPU cannot do here")
@@ -501,6 +519,7 @@ public final class VCPU {
         if !mode.isLongMode && va > 0xFFFF_FFFF {
             throw .invalidArgument("linear address \(hex(va)) does not fit the 32 bits of \(mode) paging")
         }
+        try observer?.willExecute(self, .invlpg(va))
         guard cpl == 0 else { tally.gp &+= 1; return .generalProtection }
         tally.invlpg &+= 1
         guard PageWalker.isCanonical(va, mode: mode) else { return .ok(0) }
@@ -512,6 +531,7 @@ public final class VCPU {
     /// INVPCID (executed at CPL 0): #GP for a bad type, a PCID above 4095, a non-canonical
     /// address (type 0), or a non-zero PCID while CR4.PCIDE = 0 (types 0 and 1).
     public func invpcid(type rawType: Int, pcid target: UInt64, address va: UInt64) throws(MachineError) -> AccessResult {
+        try observer?.willExecute(self, .invpcid(type: rawType, pcid: target, address: va))
         tally.invpcid &+= 1
         guard cpl == 0, let type = InvpcidType(rawValue: rawType), target <= 0xFFF else {
             tally.gp &+= 1

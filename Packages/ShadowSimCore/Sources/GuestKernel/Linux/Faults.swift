@@ -199,7 +199,7 @@ extension LinuxKernel {
     func newAnonymousFrame(_ cpu: Int, copying: Bool) throws(MachineError) -> UInt64 {
         let frame = try kernel.allocateFrame(zeroedBy: vcpu(cpu))
         if copying {
-            let r = try vcpu(cpu).fill(kernel.physmapAddress(of: frame), count: 4096, byte: 0, cpl: 0)
+            let r = try vcpu(cpu).fill(kernel.physmapAddress(of: frame), count: 4096, byte: 0, cpl: kernel.layout.storeCPL)
             try expectOK(r, "copying a page through the physmap")
         }
         anonymousMapCount[frame] = 1

@@ -226,6 +226,12 @@ public final class LinuxKernel {
             if e != 0 { try kernel.storeEntry(pgd + UInt64(i * 8), e, by: v) }
         }
         let userPGD: UInt64? = options.kpti ? try kernel.allocateTable(by: v) : nil
+        let physmapSlot = kernel.layout.physmapTopIndex
+        if physmapSlot < LinuxKernel.kernelPGDBoundary {
+            // A user-mode physmap (the kvm backend's layout): in every PGD, as GuestKernel puts it.
+            let e = machine.memory.load(kernelTop + UInt64(physmapSlot * 8), size: 8)
+            for table in [pgd] + (userPGD.map { [$0] } ?? []) { try kernel.storeEntry(table + UInt64(physmapSlot * 8), e, by: v) }
+        }
         let mm = LinuxMM(contextID: nextContextID, pgd: pgd, userPGD: userPGD)
         mm.nextTrim = now + 1_000_000
         nextContextID += 1

@@ -94,6 +94,12 @@ extension LinuxKernel {
 
     /// Calls `body` with the address and value of every non-empty PTE of `[start, end)`,
     /// walking only the tables that exist.
+    /// The PGD slot of a user-mode physmap (the kvm backend's layout): the kernel's,
+    /// never unmapped or freed with the user half.
+    func isUserPhysmapSlot(_ level: Int, _ index: Int) -> Bool {
+        level == machine.mode.levels && index == kernel.layout.physmapTopIndex && index < LinuxKernel.kernelPGDBoundary
+    }
+
     func forEachPTE(_ mm: LinuxMM, _ start: UInt64, _ end: UInt64,
                     _ body: (UInt64, UInt64, UInt64) throws(MachineError) -> Void) throws(MachineError) {
         try walkPTEs(table: mm.pgd, level: machine.mode.levels, base: 0, start, end, body)
@@ -104,7 +110,7 @@ extension LinuxKernel {
         guard let range = indices(level: level, base: base, start, end),
               let frame = machine.memory.frame(table >> 12) else { return }
         let span = Self.span(level)
-        for i in range {
+        for i in range where !isUserPhysmapSlot(level, i) {
             let value = entry(frame, i)
             guard value != 0 else { continue }
             let entryBase = base &+ UInt64(i) &* span
@@ -196,6 +202,7 @@ extension LinuxKernel {
         let span = Self.span(level)
         var kept = false
         for i in range ?? 1...0 {
+            if isUserPhysmapSlot(level, i) { kept = true; continue }
             let address = table + UInt64(i) * 8
             let value = entry(frame, i)
             guard value & PTE.present != 0 else {
