@@ -40,13 +40,17 @@ let package = Package(
         // `lua_close` dlcloses C modules; Swift code must never be unmapped.
         .target(name: "ShadowSimLuaModule", dependencies: ["ShadowSimLua"],
                 linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete"])]),
+        // The /dev/kvm calls of the kvm backend (C: the ioctls are variadic, their structures UAPI).
+        .target(name: "CKVM"),
+        // `run --backend kvm`: a scenario's guest operations recorded and run on the host's KVM.
+        .target(name: "ShadowSimKVM", dependencies: ["CKVM", "ShadowSimLua", core]),
         // Command-line front end (a library so tests can drive it in-process).
         // The benchmark suite behind `shadowsim bench`.
         .target(name: "ShadowSimBench", dependencies: ["ShadowSimLua", "ShadowSimPolicies", "ShadowSimFiles", core]),
         // Listing and reading the files a tool is given.
         .target(name: "ShadowSimFiles"),
         .target(name: "ShadowSimCLI", dependencies: [
-            "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", "ShadowSimBench", "ShadowSimFiles", core,
+            "ShadowSimLua", "LuaKit", "CLuaShim", "ShadowSimPolicies", "ShadowSimBench", "ShadowSimFiles", "ShadowSimKVM", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -60,7 +64,7 @@ let package = Package(
         .testTarget(name: "LinuxTests", dependencies: [core, "ShadowSimLua", "ShadowSimPolicies"]),
         .testTarget(name: "ShadowMMUTests", dependencies: [core, "ShadowSimPolicies"] + policies.map { .target(name: $0) }),
         .testTarget(name: "ScenarioTests", dependencies: [
-            "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies", "ShadowSimFuzzKit", "ShadowSimFiles", core,
+            "ShadowSimCLI", "ShadowSimLua", "LuaKit", "ShadowSimPolicies", "ShadowSimFuzzKit", "ShadowSimFiles", "ShadowSimKVM", core,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
     ] + policies.flatMap { name -> [Target] in [

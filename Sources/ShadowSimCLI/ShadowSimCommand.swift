@@ -3,6 +3,7 @@ import Logging
 import CLuaShim
 import LuaKit
 import ShadowSimLua
+import ShadowSimKVM
 import ShadowSimPolicies
 import ShadowMMU
 #if canImport(Glibc)
@@ -77,12 +78,22 @@ struct Run: ParsableCommand {
 
     @OptionGroup var mmuTrace: MMUTraceOptions
 
+    @Option(help: "simulator, or kvm: also run the scenario's guest operations on the host's /dev/kvm and print both sides' counters per shadowsim.mark phase (see README, \"Side by side with the host's KVM\").")
+    var backend = "simulator"
+
+    @Flag(help: "With --backend kvm: exit 1 unless every compared counter and every operation's result agree.")
+    var expectAgreement = false
+
     @Argument(parsing: .postTerminator, help: "Arguments for the script (shadowsim.args), after --.")
     var scriptArguments: [String] = []
 
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
+        guard backend == "simulator" || backend == "kvm" else {
+            throw usageError("--backend must be simulator or kvm, got \(backend)")
+        }
+        if expectAgreement && backend != "kvm" { throw usageError("--expect-agreement needs --backend kvm") }
         try logging.bootstrap()
         let params = try parameters.parsed()
         _ = try resolvePolicy(policy)
@@ -99,11 +110,35 @@ struct Run: ParsableCommand {
         luashim_catch_interrupt()
         cliLog.debug("running scenario", metadata: ["script": "\(script)", "policy": "\(policy)", "seed": "\(seed)"])
         let started = monotonicSeconds()
+        var sideBySide: KVMSideBySide?
+        if backend == "kvm" {
+            do { sideBySide = KVMSideBySide(host: try KVMHost.probe()) } catch {
+                printError("\(script): kvm backend: \(error.description)")
+                throw ExitCode(1)
+            }
+        }
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params, policy: policy,
                                         check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits,
-                                        trace: trace, mmuTrace: try mmuTrace.open(mmuTrace.path))
+                                        trace: trace, mmuTrace: try mmuTrace.open(mmuTrace.path),
+                                        prepare: { sideBySide?.prepare($0) })
+        var report = result.report
+        var kvmFailed = false
+        if let sideBySide, result.error == nil {
+            do {
+                let comparison = try sideBySide.runOnKVM()
+                print("host: \(sideBySide.host.mmu)")
+                print(comparison.table(), terminator: "")
+                report = report.adding("kvm", comparison.json)
+                kvmFailed = expectAgreement && !comparison.agrees
+            } catch {
+                report = report.adding("kvm", .object([("error", .string(error.description))]))
+                if let json { try writeText(report.serialized() + "\n", to: json) }
+                printError("\(script): kvm backend: \(error.description)")
+                throw ExitCode(1)
+            }
+        }
         if let json {
-            try writeText(result.report.serialized() + "\n", to: json)
+            try writeText(report.serialized() + "\n", to: json)
         }
         cliLog.info("scenario finished", metadata: ["script": "\(script)", "passed": "\(result.passed)",
                                                    "seconds": "\(monotonicSeconds() - started)"])
@@ -117,6 +152,7 @@ struct Run: ParsableCommand {
             }
             throw ExitCode(1)
         }
+        if kvmFailed { throw ExitCode(1) }
     }
 }
 

@@ -54,6 +54,11 @@ private func storeValue(_ call: inout LuaCall, _ index: Int32, size: Int) throws
 
 // MARK: VM
 
+/// A host-side MMU action a second backend cannot make (see `ScenarioVM.hostActionsRefused`).
+private func refuseHostAction(_ vm: ScenarioVM, _ name: String) throws(LuaRaise) {
+    if let why = vm.hostActionsRefused { throw LuaRaise("\(name): \(why)") }
+}
+
 func registerVMClass(_ lua: LuaState, session: Session) {
     func vm(_ call: inout LuaCall) throws(LuaRaise) -> ScenarioVM { try call.this(ScenarioVM.self, className: ClassName.vm) }
     /// The vCPU named by option `by`, or the VM's first.
@@ -123,6 +128,7 @@ func registerVMClass(_ lua: LuaState, session: Session) {
         }),
         ("invalidate_gfns", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vm = try vm(&call)
+            try refuseHostAction(vm, "vm:invalidate_gfns")
             let frames = vm.machine.memory.capacity >> 12
             let first = try call.bits(2)
             let count = UInt64(try call.integer(3, in: 1...Int64(frames), "count"))
@@ -134,10 +140,12 @@ func registerVMClass(_ lua: LuaState, session: Session) {
         }),
         ("dirty_log", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
             let vm = try vm(&call)
+            try refuseHostAction(vm, "vm:dirty_log")
             vm.mmu?.setDirtyLogging(try call.boolean(2))
             return 0
         }),
         ("collect_dirty_log", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+            try refuseHostAction(try vm(&call), "vm:collect_dirty_log")
             let frames = try vm(&call).mmu?.collectDirtyLog() ?? []
             call.newTable(arrayCount: Int32(frames.count))
             for (i, gfn) in frames.enumerated() {

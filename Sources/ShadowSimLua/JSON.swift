@@ -74,3 +74,12 @@ public indirect enum JSONValue: Equatable, Sendable {
         out += "\""
     }
 }
+
+extension JSONValue {
+    /// This object with one more field at the end (any other value is returned as is).
+    public func adding(_ key: String, _ value: JSONValue) -> JSONValue {
+        guard case .object(var fields) = self else { return self }
+        fields.append((key, value))
+        return .object(fields)
+    }
+}

@@ -44,11 +44,13 @@ public enum ScenarioRunner {
                            parameters: [(name: String, value: String)] = [],
                            policy: String = "kvm-unsync", check: Bool = false, paranoid: Bool = false,
                            plantedBug: PlantedBug? = nil, limits: RunLimits = RunLimits(),
-                           trace: Bool = false, mmuTrace: MMUTraceSink? = nil) -> ScenarioResult {
+                           trace: Bool = false, mmuTrace: MMUTraceSink? = nil,
+                           prepare: (Session) -> Void = { _ in }) -> ScenarioResult {
         let session = Session(seed: seed, arguments: arguments, parameters: parameters, defaultPolicy: policy,
                               check: check, paranoid: paranoid,
                               plantedBug: plantedBug)
         session.mmuTrace = mmuTrace
+        prepare(session)
         let lua = LuaState()
         lua.openStandardLibraries()
         let budgets = UnsafeMutablePointer<luashim_Budgets>.allocate(capacity: 1)

@@ -39,8 +39,18 @@ public final class Session {
     /// set, so the report gives each phase's counter deltas.
     private var marks: [(label: String, counters: [[(name: String, value: UInt64)]])] = []
 
+    /// A second backend that runs the session's guest too (`--backend kvm`): told of every
+    /// VM made (before the script uses it) and every phase marker.
+    public var vmMade: ((ScenarioVM) throws(VMError) -> Void)?
+    public var marked: ((String) -> Void)?
+    /// Give every VM a user-mode physmap (the layout `--backend kvm` needs; see GuestKernel).
+    public var userPhysmap = false
+    /// Applied to every VM's MMU settings after the script's (a backend's requirements).
+    public var adjustMMU: ((inout ShadowMMUConfiguration) -> Void)?
+
     /// Starts a phase: marks the MMU trace and remembers where the counters stood.
     func mark(_ label: String) {
+        marked?(label)
         mmuTrace?.mark(label)
         marks.append((label, vms.map(\.counters)))
     }
@@ -111,19 +121,25 @@ public final class Session {
         if policyName != PolicyCatalog.bareMetalName {
             do { factory = try PolicyCatalog.factory(policyName) } catch { throw VMError(description: error.description) }
         }
+        if userPhysmap && config.mode != .long4 {
+            throw VMError(description: "--backend kvm runs long4 guests (kvm-pvm runs long mode only; the backend builds 4-level tables), not \(config.mode)")
+        }
         do {
             let machine = try Machine(config)
             var mmu: ShadowMMU?
             if let factory {
                 let policy: any SyncPolicy
                 do { policy = try factory.make() } catch { throw VMError(description: error.description) }
+                var mmuConfig = mmuConfig
+                adjustMMU?(&mmuConfig)
                 mmu = ShadowMMU(machine: machine, policy: policy, configuration: mmuConfig, host: host)
                 mmu?.traceEvents(to: mmuTrace, vm: vms.count)
             }
-            let kernel = try GuestKernel(machine: machine, boot: boot)
+            let kernel = try GuestKernel(machine: machine, boot: boot, userPhysmap: userPhysmap)
             let checker = check ? ArchitecturalChecker(machine: machine, mmu: mmu, paranoid: paranoid) : nil
             let vm = ScenarioVM(name: name, machine: machine, kernel: kernel, mmu: mmu, checker: checker)
             add(vm)
+            try vmMade?(vm)
             return vm
         } catch let e as VMError {
             throw e
@@ -172,6 +188,7 @@ public final class Session {
 /// Why a VM could not be made.
 public struct VMError: Error, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// The version printed by the CLI and written into reports.
@@ -189,6 +206,9 @@ public final class ScenarioVM {
     public internal(set) var linux: LinuxKernel?
     /// The traces replayed on it.
     public internal(set) var replays: [(trace: String, record: ReplayRecord)] = []
+    /// Why host-side MMU actions (invalidating gfns, dirty logging) are refused on this
+    /// VM, when a second backend that cannot make them runs it too.
+    public var hostActionsRefused: String?
     /// Disagreements of its replays with their traces, by line (when asked for).
     public internal(set) var explanations: [String] = []
 

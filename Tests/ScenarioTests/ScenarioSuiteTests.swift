@@ -19,7 +19,7 @@ import Glibc
         (Files.names(in: repositoryRoot + "/" + folder) { $0.hasSuffix(".lua") } ?? []).map { folder + "/" + $0 }
     }
 
-    static let scenarios = luaFiles(in: "scripts") + luaFiles(in: "examples")
+    static let scenarios = luaFiles(in: "scripts") + luaFiles(in: "scripts/kvm") + luaFiles(in: "examples")
 
     /// The policies of the built-in catalogue (kept in step with PolicyCatalog by
     /// `everyPolicyIsCovered`).
