@@ -163,7 +163,7 @@ struct MMUTraceOptions: ParsableArguments {
         guard let writer = LineWriter(path: path) else {
             throw usageError("--mmu-trace \(path): cannot write: \(String(cString: strerror(errno)))")
         }
-        return MMUTraceSink { writer.write($0) }
+        return MMUTraceSink({ writer.write($0) }, flush: { writer.flush() })
     }
 }
 

@@ -117,10 +117,12 @@ struct Run: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        let traceSink = try mmuTrace.open(mmuTrace.path)
+        // The kvm backend keeps the VM (and so the sink) alive to the end: write it out then.
+        defer { traceSink?.flush() }
         let result = ScenarioRunner.run(path: script, seed: seed, arguments: scriptArguments, parameters: params, policy: policy,
                                         check: check || paranoid, paranoid: paranoid, plantedBug: bug, limits: limits,
-                                        trace: trace, mmuTrace: try mmuTrace.open(mmuTrace.path),
-                                        prepare: { sideBySide?.prepare($0) })
+                                        trace: trace, mmuTrace: traceSink, prepare: { sideBySide?.prepare($0) })
         var report = result.report
         var kvmFailed = false
         if let sideBySide, result.error == nil {

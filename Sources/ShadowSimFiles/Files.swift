@@ -55,6 +55,8 @@ public final class LineWriter {
     }
 
     public func write(_ text: String) { fputs(text, file) }
+    /// Writes out what is buffered (the file stays open).
+    public func flush() { fflush(file) }
 
     deinit { fclose(file) }
 }

@@ -87,6 +87,8 @@ public struct OperationOutcome: Equatable, Sendable {
     public var errorCode: UInt32 = 0
     public var faultAddress: UInt64 = 0
     public var value: UInt64?
+    /// Where a fetch went (the frame the simulator's translation, stale or not, gave).
+    public var fetchedFrom: UInt64?
 
     public static let completed = OperationOutcome(result: .ok)
 
@@ -299,6 +301,8 @@ public final class GuestOperationRecorder: MachineObserver {
         } else if outcomes[i] == nil {
             if case .access(_, .read, let opVA, let size, _, _) = operations[i], opVA == va, (va & 0xFFF) + UInt64(size) <= 4096 {
                 outcomes[i] = OperationOutcome(result: .ok, value: result.value)
+            } else if case .access(_, .fetch, _, _, _, _) = operations[i] {
+                outcomes[i] = OperationOutcome(result: .ok, fetchedFrom: result.physicalAddress)
             } else {
                 outcomes[i] = .completed
             }

@@ -121,6 +121,7 @@ final class KVMGuest {
     let layout: AgentLayout
     private let vm: OpaquePointer
     let vcpus: Int
+    private let memoryBytes: UInt64
     static let timeoutMilliseconds: UInt32 = 5000
 
     /// Opens /dev/kvm and builds the agent; each vCPU starts in long mode at CPL 0 with
@@ -133,6 +134,7 @@ final class KVMGuest {
         }
         self.vm = vm
         self.vcpus = vcpus
+        self.memoryBytes = memoryBytes
         layout = AgentLayout(physmapBase: physmapBase)
         try check(ckvm_set_mmu_pages(vm, shadowPageBudget))
         writeAgent()
@@ -148,6 +150,8 @@ final class KVMGuest {
     }
 
     deinit { ckvm_close(vm) }
+
+    var memorySize: UInt64 { memoryBytes }
 
     private func check(_ r: Int32) throws(BackendError) {
         if r < 0 { throw BackendError("kvm: " + String(cString: ckvm_error(vm))) }
@@ -231,8 +235,10 @@ final class KVMGuest {
         return BackendError("kvm: vCPU \(v) \(why) at RIP \(hex(now.rip)) (which \(walk)) CPL \(cpl) CR3 \(hex(cr3)) CR2 \(hex(cr2)) running \(what)")
     }
 
-    /// Runs one guest operation on vCPU `op.vcpu` and says what it did.
-    func run(_ op: GuestOperation) throws(BackendError) -> OperationOutcome {
+    /// Runs one guest operation on vCPU `op.vcpu` and says what it did. `fetchedFrom`:
+    /// for a fetch, the byte the simulator fetched (a stale translation may lead there
+    /// rather than where the tables point now).
+    func run(_ op: GuestOperation, fetchedFrom: UInt64? = nil) throws(BackendError) -> OperationOutcome {
         guard let v = op.vcpu else { return .completed }
         let name = AgentCode.name(of: op)
         var regs = ckvm_regs()
@@ -260,16 +266,19 @@ final class KVMGuest {
         case .physicalStore, .mark:
             return .completed
         }
-        var patched: (gpa: UInt64, byte: UInt8)?
+        // A fetch executes the byte it reaches: it is an INT3 for the duration, where the
+        // tables point and where the simulator's translation went.
+        var patched: [(gpa: UInt64, byte: UInt8)] = []
         if case .access(_, .fetch, let va, _, _, _) = op {
             var cr2: UInt64 = 0, cr3: UInt64 = 0, cpl: Int32 = 0
             try check(ckvm_get_control(vm, Int32(v), &cr2, &cr3, &cpl))
-            if let gpa = physicalAddress(of: va, cr3: cr3), gpa < UInt64(Int.max), AgentLayout.reserved.contains(gpa) == false {
-                patched = (gpa, UInt8(load(gpa, size: 1)))
+            for gpa in [physicalAddress(of: va, cr3: cr3), fetchedFrom].compactMap({ $0 })
+            where gpa < memorySize && !AgentLayout.reserved.contains(gpa) && !patched.contains(where: { $0.gpa == gpa }) {
+                patched.append((gpa, UInt8(load(gpa, size: 1))))
                 store(gpa, 0xCC, size: 1)
             }
         }
-        defer { if let patched { store(patched.gpa, UInt64(patched.byte), size: 1) } }
+        defer { for p in patched.reversed() { store(p.gpa, UInt64(p.byte), size: 1) } }
         // An IRETQ frame (RIP, CS, RFLAGS, RSP, SS) into CPL 3: the snippet itself for a
         // CPL 3 operation (entered through the IRETQ), the landing after a CPL 0 one.
         let frame = AgentLayout.stackTop - 40

@@ -70,6 +70,9 @@ public final class KVMSideBySide {
         guard vm.machine.vcpus.allSatisfy({ $0.cr4 & 0x30_0000 == 0 }) else {
             throw VMError(description: "the kvm backend runs VMs without SMEP and SMAP (its agent runs CPL 0 code from user pages\(host.smep ? "" : "; the host's KVM offers no SMEP")): make the VM with smep = false, smap = false")
         }
+        if let budget = vm.mmu?.maxShadowPages, budget < 64 {
+            throw VMError(description: "the host's KVM takes a shadow-page budget of at least 64 pages (KVM_SET_NR_MMU_PAGES), not \(budget)")
+        }
         guard vm.mmu?.configuration.hostPageSize ?? .size4K == .size4K else {
             throw VMError(description: "the kvm backend maps guest memory with 4 KiB host pages; this VM asks for larger ones")
         }
@@ -120,7 +123,7 @@ public final class KVMSideBySide {
         let simEnd = Dictionary(vm.counters.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
         let guest = try KVMGuest(memoryBytes: vm.machine.memory.capacity, vcpus: vm.machine.vcpus.count,
                                  physmapBase: layout.physmapBase,
-                                 shadowPageBudget: UInt64(vm.mmu?.configuration.maxShadowPages ?? 1 << 20),
+                                 shadowPageBudget: UInt64(vm.mmu?.maxShadowPages ?? 1 << 20),
                                  control: initialControl)
         func compared(_ stats: [String: UInt64]) -> [UInt64] { Self.compared.map { stats[$0.kvm] ?? 0 } }
         var kvmMarks: [[String: UInt64]] = [[:]]
@@ -150,7 +153,7 @@ public final class KVMSideBySide {
                 if case .fill(_, _, _, _, false) = op { cpl0Accesses[cpl0Accesses.count - 1] += 1 }
                 let phase = kvmMarks.count - 1
                 let kvmBefore = compared(try guest.statistics())
-                let real = try guest.run(op)
+                let real = try guest.run(op, fetchedFrom: recorder.outcomes[i]?.fetchedFrom)
                 let kvmAfter = compared(try guest.statistics())
                 if i + 1 < simBefore.count {
                     let sim = zip(simBefore[i + 1], simBefore[i]).map { Int64(bitPattern: $0 &- $1) }

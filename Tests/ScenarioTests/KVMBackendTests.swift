@@ -11,6 +11,7 @@ import ShadowMMU
     static let root = ScenarioSuiteTests.repositoryRoot
     /// The scenarios that must agree with the real KVM phase by phase, counter by counter.
     static let agreeing = ["scripts/kvm/unsync_and_sync.lua", "scripts/kvm/two_vcpus.lua", "scripts/kvm/string_stores.lua",
+                           "scripts/kvm/recycling.lua",
                            "scripts/kvm/linux_processes.lua", "examples/quickstart.lua"]
 
     /// Why the host's KVM cannot be used here, or nil when it can.
@@ -39,6 +40,16 @@ import ShadowMMU
         // The phases really moved the counters both sides count.
         let moved = comparison.phases.flatMap(\.rows).filter { $0.compared && $0.kvm != 0 }
         #expect(!moved.isEmpty)
+    }
+
+    /// Seeded random operation lists (accesses, page-table stores, INVLPG, MOV CR3 among
+    /// three spaces; one or two vCPUs) agree with the real KVM phase by phase.
+    @Test(.enabled(if: KVMBackendTests.available, "needs the host's /dev/kvm"), arguments: 1...6)
+    func randomOperationListsAgree(_ seed: Int) throws {
+        let (_, comparison) = try sideBySide("scripts/kvm/random_ops.lua",
+                                             parameters: [("seed", "\(seed)"), ("vcpus", "\(seed % 2 + 1)"), ("ops", "600")])
+        #expect(comparison.agrees, "seed \(seed):\n\(comparison.table())")
+        #expect(comparison.operations >= 600)
     }
 
     /// The comparison can fail: a planted bug, or a policy that is not KVM's, makes the

@@ -178,4 +178,8 @@ public final class XenOOS: SyncPolicy {
     public func pagingModeChanged(_ vcpu: ShadowVCPU) {
         for other in mmu.vcpus { resyncOwn(other) }
     }
+
+    /// Xen propagates a guest's own fault as it is: the invalidation KVM does before
+    /// injecting one is KVM's, not modelled for Xen.
+    public func guestProtectionFaultInjected(_ vcpu: ShadowVCPU, _ va: UInt64) {}
 }

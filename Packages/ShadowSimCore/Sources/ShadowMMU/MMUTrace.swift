@@ -9,9 +9,16 @@
 public final class MMUTraceSink {
     public private(set) var sequence: UInt64 = 0
     private let write: (String) -> Void
+    private let flushWrites: () -> Void
 
-    /// `write` receives each line with its newline.
-    public init(_ write: @escaping (String) -> Void) { self.write = write }
+    /// `write` receives each line with its newline; `flush` makes what was written so
+    /// far durable (for a sink that outlives the command that reads it).
+    public init(_ write: @escaping (String) -> Void, flush: @escaping () -> Void = {}) {
+        self.write = write
+        self.flushWrites = flush
+    }
+
+    public func flush() { flushWrites() }
 
     public func emit(vm: Int, vcpu: Int?, event: String, _ body: String) {
         sequence &+= 1

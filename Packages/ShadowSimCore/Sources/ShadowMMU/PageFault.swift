@@ -141,7 +141,12 @@ extension ShadowVCPU {
             case .fixed, .spurious, .retry:
                 try enterGuest()
             case .inject(let fault):
-                if fault.outcome == .pageFault { vcpu.tally.countPageFault(fault.errorCode) }
+                if fault.outcome == .pageFault {
+                    vcpu.tally.countPageFault(fault.errorCode)
+                    if fault.errorCode & PageFaultCode.present != 0 && fault.errorCode & PageFaultCode.reservedBit == 0 {
+                        mmu.policy.guestProtectionFaultInjected(self, va)
+                    }
+                }
                 try enterGuest()
                 return fault
             case .emulate(let gpa):
@@ -359,6 +364,12 @@ extension ShadowVCPU {
             goal = min(sp.level, hostLevel)
             while goal > 1 && !mmu.largeMappingAllowed(gfn: walk.gfn, level: goal) { goal -= 1 }
         }
+        // KVM traces the request once the guest's levels are shadowed, before the
+        // direct levels of a split large page.
+        if mmu.tracing {
+            mmu.trace("kvm_mmu_spte_requested", vcpu: self,
+                      "gfn \(ShadowMMU.hexDigits(walk.gfn)) pfn \(ShadowMMU.hexDigits(walk.gfn)) level \(goal)")
+        }
         while sp.level > goal {
             let index = ShadowVCPU.shadowIndex(va, level: sp.level)
             if let existing = mmu.child(of: sp.spt[index], level: sp.level) {
@@ -380,10 +391,6 @@ extension ShadowVCPU {
         }
         let index = ShadowVCPU.shadowIndex(va, level: sp.level)
         let span = UInt64(1) << UInt64(9 * (sp.level - 1))
-        if mmu.tracing {
-            mmu.trace("kvm_mmu_spte_requested", vcpu: self,
-                      "gfn \(ShadowMMU.hexDigits(walk.gfn)) pfn \(ShadowMMU.hexDigits(walk.gfn)) level \(sp.level)")
-        }
         let outcome = mmu.setSPTE(sp, index, access: access, gfn: walk.gfn & ~(span - 1), faultingWrite: write,
                                   userWrite: write && user, vcpu: self)
         if !sp.role.direct { mmu.policy.didPropagate(sp, index, in: mmu) }

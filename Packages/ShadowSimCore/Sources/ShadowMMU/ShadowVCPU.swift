@@ -315,7 +315,7 @@ public final class ShadowVCPU: VCPUBackend {
 
     /// KVM's `__kvm_mmu_invalidate_addr` over the selected roots: in every unsync page
     /// on the path of `va`, re-derive that one spte (the page stays unsync).
-    public func resyncEntry(_ va: UInt64, roots: RootSelection) {
+    public func resyncEntry(_ va: UInt64, roots: RootSelection, countAsInvlpg: Bool = true) {
         let roots = mmu.has(.invlpgCurrentRootOnly) ? roots.intersection(.current) : roots
         var slots: [RootSlot] = []
         if roots.contains(.current) { slots.append(root) }
@@ -326,7 +326,7 @@ public final class ShadowVCPU: VCPUBackend {
             while true {
                 let index = ShadowVCPU.shadowIndex(va, level: sp.level)
                 if sp.unsync {
-                    if SPTE.isPresent(sp.spt[index]) { mmu.stats.invlpgResyncs &+= 1 }
+                    if countAsInvlpg && SPTE.isPresent(sp.spt[index]) { mmu.stats.invlpgResyncs &+= 1 }
                     let r = mmu.syncSPTE(sp, index, vcpu: self)
                     if r < 0 { mmu.zapSPTE(sp, index) }
                     if r != 0 { mmu.flushRemoteTLBs() }

@@ -73,6 +73,11 @@ public protocol SyncPolicy: AnyObject {
     /// built); Xen resyncs every out-of-sync page on a paging-mode change.
     func pagingModeChanged(_ vcpu: ShadowVCPU)
 
+    /// A protection #PF at `va` is about to be injected into the guest. KVM first
+    /// invalidates the address in the current root (`kvm_inject_emulated_page_fault`:
+    /// an unsync page's stale spte resynced), the default here.
+    func guestProtectionFaultInjected(_ vcpu: ShadowVCPU, _ va: UInt64)
+
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     var floodsLeafTables: Bool { get }
 
@@ -88,6 +93,10 @@ extension SyncPolicy {
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     public var floodsLeafTables: Bool { false }
     public func pagingModeChanged(_ vcpu: ShadowVCPU) {}
+    public func guestProtectionFaultInjected(_ vcpu: ShadowVCPU, _ va: UInt64) {
+        vcpu.resyncEntry(va, roots: .current, countAsInvlpg: false)
+        vcpu.flushHardwareAddress(va)
+    }
     public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
     public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {}
     public func didPropagate(_ page: ShadowPage, _ index: Int, in mmu: ShadowMMU) {}
