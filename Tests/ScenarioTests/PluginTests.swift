@@ -4,6 +4,7 @@ import ShadowSimLua
 import ShadowSimPolicies
 import ShadowSimCLI
 import ArgumentParser
+import ShadowMMU
 
 /// Policies from .so files: the out-of-tree example builds and runs, and every kind of
 /// bad plugin is refused with a message that says what is wrong.
@@ -104,20 +105,20 @@ import ArgumentParser
 
     @Test func pluginForAnotherABIIsRefused() throws {
         let so = try Self.cPlugin("oldabi", "int shadowsim_policy_abi(void) { return 999; }\nvoid *shadowsim_policy_create(void) { return 0; }\n")
-        #expect(throws: PolicyLoadError(description: "\(so) was built for policy ABI 999, this shadowsim has ABI 2: rebuild the plugin against this ShadowSimCore")) {
+        #expect(throws: PolicyLoadError(description: "\(so) was built for policy ABI 999, this shadowsim has ABI \(PluginABI.version): rebuild the plugin against this ShadowSimCore")) {
             try PolicyCatalog.factory(so)
         }
     }
 
     @Test func pluginWithoutCreateIsRefused() throws {
-        let so = try Self.cPlugin("nocreate", "int shadowsim_policy_abi(void) { return 2; }\n")
+        let so = try Self.cPlugin("nocreate", "int shadowsim_policy_abi(void) { return \(PluginABI.version); }\n")
         #expect(throws: PolicyLoadError(description: "\(so) has no shadowsim_policy_create entry point")) {
             try PolicyCatalog.factory(so)
         }
     }
 
     @Test func pluginReturningNothingIsRefused() throws {
-        let so = try Self.cPlugin("nothing", "int shadowsim_policy_abi(void) { return 2; }\nvoid *shadowsim_policy_create(void) { return 0; }\n")
+        let so = try Self.cPlugin("nothing", "int shadowsim_policy_abi(void) { return \(PluginABI.version); }\nvoid *shadowsim_policy_create(void) { return 0; }\n")
         #expect(throws: PolicyLoadError(description: "\(so): shadowsim_policy_create returned no policy")) {
             try PolicyCatalog.factory(so)
         }

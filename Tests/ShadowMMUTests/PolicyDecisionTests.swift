@@ -111,13 +111,15 @@ final class Guest {
         let entry = try g.spaces[0].entry(g.va(table: 0, page: 0), level: 1)
         let pt = try #require(entry).address >> 12
         let policy = g.mmu.policy
-        #expect(!policy.allowWritableMapping(of: pt, WritableMappingRequest(synchronizing: true, prefetch: false, vcpu: nil), in: g.mmu))
-        #expect(!policy.allowWritableMapping(of: pt, WritableMappingRequest(synchronizing: false, prefetch: true, vcpu: nil), in: g.mmu))
+        // KVM's decision is the engine's unsync, which refuses syncs and prefetches.
+        #expect(policy.writeDecision(for: pt, WritableMappingRequest(synchronizing: false, prefetch: false, vcpu: nil), in: g.mmu) == .unsyncAndAllow)
+        #expect(!g.mmu.unsyncLeafShadows(of: pt, WritableMappingRequest(synchronizing: true, prefetch: false, vcpu: nil)))
+        #expect(!g.mmu.unsyncLeafShadows(of: pt, WritableMappingRequest(synchronizing: false, prefetch: true, vcpu: nil)))
         #expect(g.mmu.stats.mmuUnsync == 0)
-        #expect(policy.allowWritableMapping(of: pt, WritableMappingRequest(synchronizing: false, prefetch: false, vcpu: nil), in: g.mmu))
+        #expect(g.mmu.unsyncLeafShadows(of: pt, WritableMappingRequest(synchronizing: false, prefetch: false, vcpu: nil)))
         #expect(g.mmu.stats.mmuUnsync == 1)
         // A frame that is no page table may always be writable.
-        #expect(policy.allowWritableMapping(of: 0x3000, WritableMappingRequest(synchronizing: true, prefetch: true, vcpu: nil), in: g.mmu))
+        #expect(g.mmu.unsyncLeafShadows(of: 0x3000, WritableMappingRequest(synchronizing: true, prefetch: true, vcpu: nil)))
     }
 
     @Test func invlpgResyncsOneEntryAndKeepsThePageUnsync() throws {

@@ -15,8 +15,9 @@ public final class KVMUnsync: SyncPolicy {
     public func attach(to mmu: ShadowMMU) {}
 
     /// `mmu_try_to_unsync_pages`.
-    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
-        mmu.unsyncLeafShadows(of: gfn, request)
+    /// A store to a leaf table unsyncs it (the default `WriteDecision.unsyncAndAllow`).
+    public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
+        .unsyncAndAllow
     }
 
     /// `kvm_set_cr3`: switch to a cached root if there is one; a flushing load syncs

@@ -13,7 +13,7 @@ public final class TDP: SyncPolicy {
     public init() {}
     public func attach(to mmu: ShadowMMU) {}
 
-    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool { true }
+    public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision { .allow }
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {}
     public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {}
     public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {}

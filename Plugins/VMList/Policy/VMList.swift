@@ -21,8 +21,8 @@ public final class VMList: SyncPolicy {
     public func attach(to mmu: ShadowMMU) {}
 
     /// As KVM: leaf pages unsync unless some shadow of the frame is an upper level.
-    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
-        mmu.unsyncLeafShadows(of: gfn, request)   // as KVM
+    public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
+        .unsyncAndAllow   // as KVM
     }
 
     public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {

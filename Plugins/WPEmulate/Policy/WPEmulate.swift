@@ -16,8 +16,8 @@ public final class WPEmulate: SyncPolicy {
     public func attach(to mmu: ShadowMMU) {}
 
     /// A frame with shadow pages is never mapped writable.
-    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
-        !mmu.isWriteTracked(gfn) && !mmu.isShadowed(gfn)
+    public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
+        mmu.isWriteTracked(gfn) || mmu.isShadowed(gfn) ? .keepProtected : .allow
     }
 
     /// Root switching as KVM does it; the flush has nothing to sync.

@@ -34,20 +34,19 @@ public final class XenOOS: SyncPolicy {
     }
 
     /// Unsync only a table shadowed once, as an L1; the faulting vCPU keeps it.
-    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
-        if mmu.isWriteTracked(gfn) { return false }
+    public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
+        if mmu.isWriteTracked(gfn) { return .keepProtected }
         let pages = mmu.shadowPages(of: gfn)
-        guard let page = pages.first else { return true }
+        guard let page = pages.first else { return .allow }
         // Already out of sync: writable, unless it is being resynced (Xen clears "may
         // write" before re-propagating, so a table that maps itself stays protected).
-        if pages.count == 1 && page.unsync { return !request.synchronizing }
+        if pages.count == 1 && page.unsync { return request.synchronizing ? .keepProtected : .allow }
         guard !request.synchronizing, !request.prefetch, pages.count == 1, page.level == 1,
-              let vcpu = request.vcpu else { return false }
+              let vcpu = request.vcpu else { return .keepProtected }
         takeSlot(for: page, on: vcpu)
         // The mapping becomes writable, but Xen re-executes natively only a supervisor
         // store: the user-mode store that unsynced the table is emulated.
-        if request.userWrite { mmu.emulateThisStore() }
-        return true
+        return request.userWrite ? .allowAndEmulateThisStore : .allow
     }
 
     /// Xen keeps "shadow = f(snapshot)": an entry the fault path or a prefetch

@@ -443,7 +443,16 @@ extension ShadowMMU {
             if !oldIsWritableLeaf {
                 let request = WritableMappingRequest(synchronizing: synchronizing, prefetch: prefetch, vcpu: vcpu,
                                                      userWrite: userWrite)
-                if !policy.allowWritableMapping(of: gfn, request, in: self) {
+                let allowed: Bool
+                switch policy.writeDecision(for: gfn, request, in: self) {
+                case .unsyncAndAllow: allowed = unsyncLeafShadows(of: gfn, request)
+                case .allow: allowed = true
+                case .keepProtected: allowed = false
+                case .allowAndEmulateThisStore:
+                    allowed = true
+                    emulateCurrentStore = true
+                }
+                if !allowed {
                     writeProtected = true
                     spte &= ~SPTE.writable
                 }

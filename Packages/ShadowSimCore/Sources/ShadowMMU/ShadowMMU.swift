@@ -487,9 +487,6 @@ public final class ShadowMMU {
         return r != 0
     }
 
-    /// Asks that the store being decided on be emulated even though its mapping is
-    /// allowed to become writable (Xen emulates the user-mode store that unsyncs a table).
-    public func emulateThisStore() { emulateCurrentStore = true }
 
     /// Counts a page a policy brought back in sync by its own means (its entries
     /// compared: `entries`).

@@ -27,6 +27,23 @@ public struct WritableMappingRequest {
     }
 }
 
+/// A policy's answer when a leaf spte with write access is about to map a frame (which
+/// may hold a shadowed guest table). The engine carries it out.
+public enum WriteDecision: Sendable, Equatable {
+    /// KVM's `mmu_try_to_unsync_pages`: the engine marks the frame's leaf shadow pages
+    /// unsync and maps it writable, or keeps the spte read-only where KVM does (a
+    /// write-tracked upper-level table, a sync in progress, a prefetch of a synced
+    /// table). The default.
+    case unsyncAndAllow
+    /// Map it writable as it is (the policy has done its own bookkeeping).
+    case allow
+    /// Keep the spte read-only: stores to the frame exit and are emulated.
+    case keepProtected
+    /// Map it writable, but emulate the store that asked (Xen re-executes only a
+    /// supervisor store natively).
+    case allowAndEmulateThisStore
+}
+
 /// A sync policy: the decisions a shadow MMU takes at each event, over the engine's
 /// mechanisms. The engine calls these hooks where KVM's own code makes the decision.
 ///
@@ -45,10 +62,9 @@ public protocol SyncPolicy: AnyObject {
     /// Called once, when the policy is attached to a VM's MMU.
     func attach(to mmu: ShadowMMU)
 
-    /// A leaf spte with write access is about to map `gfn`. Return true to allow it
-    /// (after marking whatever shadow pages of `gfn` unsync), false to keep the mapping
-    /// read-only so guest stores to `gfn` exit and are emulated.
-    func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool
+    /// A leaf spte with write access is about to map `gfn`: how (see `WriteDecision`;
+    /// KVM's `.unsyncAndAllow` by default).
+    func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision
 
     /// MOV to CR3 executed on `vcpu` (the architectural checks passed).
     func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool)
@@ -90,6 +106,9 @@ public protocol SyncPolicy: AnyObject {
 }
 
 extension SyncPolicy {
+    public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
+        .unsyncAndAllow
+    }
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     public var floodsLeafTables: Bool { false }
     public func pagingModeChanged(_ vcpu: ShadowVCPU) {}
@@ -121,8 +140,9 @@ public struct RootSelection: OptionSet, Sendable {
 /// `shadowsim_policy_abi` before calling `shadowsim_policy_create`.
 public enum PluginABI {
     /// Bumped whenever a type a plugin shares with the host changes (2: the
-    /// `pagingModeChanged` hook).
-    @inlinable public static var version: Int32 { 2 }
+    /// `pagingModeChanged` hook; 3: `writeDecision` replaces `allowWritableMapping`
+    /// and `emulateThisStore`, and the `guestProtectionFaultInjected` hook).
+    @inlinable public static var version: Int32 { 3 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
     /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.

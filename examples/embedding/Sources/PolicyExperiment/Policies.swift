@@ -19,9 +19,9 @@ final class ExperimentPolicy: SyncPolicy {
 
     func attach(to mmu: ShadowMMU) {}
 
-    func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
+    func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
         // A frame that holds no guest page table may always be writable.
-        lazy ? mmu.unsyncLeafShadows(of: gfn, request) : !mmu.isWriteTracked(gfn) && mmu.shadowPages(of: gfn).isEmpty
+        lazy ? .unsyncAndAllow : mmu.isWriteTracked(gfn) || !mmu.shadowPages(of: gfn).isEmpty ? .keepProtected : .allow
     }
 
     func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {

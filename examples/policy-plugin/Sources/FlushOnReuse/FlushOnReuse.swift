@@ -14,10 +14,6 @@ public final class FlushOnReuse: SyncPolicy {
     public init() {}
     public func attach(to mmu: ShadowMMU) {}
 
-    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
-        mmu.unsyncLeafShadows(of: gfn, request)
-    }
-
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
         let cr3 = vcpu.vcpu.cr3
         if pdptesChanged { vcpu.freeRoots(.current) }

@@ -15,10 +15,6 @@ public final class NoSyncOnFlush: SyncPolicy {
     public init() {}
     public func attach(to mmu: ShadowMMU) {}
 
-    public func allowWritableMapping(of gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> Bool {
-        mmu.unsyncLeafShadows(of: gfn, request)
-    }
-
     /// The mistake: the root is switched, and that is all.
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
         if pdptesChanged { vcpu.freeRoots(.current) }
