@@ -223,3 +223,48 @@ final class Guest {
         #expect(g.vcpuStats.eptViolations == violations, "frames already mapped in the EPT")
     }
 }
+
+/// KVM's decisions with one changed: an unsync page, or one with unsync pages below it,
+/// is linked as it is (`LinkDecision.linkUnsync`).
+final class LinkUnsyncPolicy: SyncPolicy {
+    let kvm = KVMUnsync()
+    var name: String { "link-unsync" }
+    var summary: String { "kvm-unsync, linking unsync pages without a sync" }
+    var lockDomain: LockDomain { kvm.lockDomain }
+    var shadowsGuestTables: Bool { true }
+    func attach(to mmu: ShadowMMU) { kvm.attach(to: mmu) }
+    func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .linkUnsync }
+    func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        kvm.cr3Loaded(vcpu, previousCR3: previousCR3, pdptesChanged: pdptesChanged, noFlush: noFlush)
+    }
+    func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { kvm.syncRoots(vcpu, becauseRootsWereBuilt: becauseRootsWereBuilt) }
+    func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) { kvm.invalidateAddress(vcpu, va, roots: roots) }
+    func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { kvm.invalidatePCID(vcpu, pcid) }
+    func guestTLBFlush(_ vcpu: ShadowVCPU) { kvm.guestTLBFlush(vcpu) }
+}
+
+@Suite struct LinkDecisions {
+    /// Two processes share one page table; A's store unsyncs it, then B faults on it.
+    func sharedTableFlow(_ policy: any SyncPolicy, bug: PlantedBug? = nil) throws -> (MMUStats, VCPUMMUStats) {
+        let g = try Guest(policy) { if let bug { $0.plantedBugs = [bug] } }
+        _ = try g.map(0, table: 0, page: 0)
+        _ = try g.map(1, table: 1, page: 0)          // B's own directory entry, then shared:
+        let pde = try #require(try g.spaces[0].entry(g.va(table: 0, page: 0), level: 2)).value
+        try g.spaces[1].setEntry(g.va(table: 0, page: 0), level: 2, value: pde, by: g.cpu)
+        try g.switchTo(0)
+        #expect(try g.read(g.va(table: 0, page: 0)).isOK)
+        _ = try g.map(0, table: 0, page: 1)          // the shared table goes unsync
+        try g.switchTo(1)
+        _ = try g.read(g.va(table: 0, page: 1))      // B finds the unsync page by lookup
+        return (g.mmu.stats, g.vcpuStats)
+    }
+
+    @Test func linkUnsyncIsWhatThePlantedBugForces() throws {
+        let planted = try sharedTableFlow(KVMUnsync(), bug: .linkUnsyncWithoutSync)
+        let decided = try sharedTableFlow(LinkUnsyncPolicy())
+        let kvm = try sharedTableFlow(KVMUnsync())
+        #expect(planted.0.fields.map(\.value) == decided.0.fields.map(\.value))
+        #expect(planted.1 == decided.1)
+        #expect(kvm.0.pagesSynced > decided.0.pagesSynced, "KVM syncs the page it finds; linkUnsync does not")
+    }
+}

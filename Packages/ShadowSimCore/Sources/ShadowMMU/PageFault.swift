@@ -352,7 +352,7 @@ extension ShadowVCPU {
             let role = childRole(of: sp, index: index, direct: false, access: walk.accessAbove(level: tableLevel))
             let child = mmu.getShadowPage(gfn: walk.tableGFN(level: tableLevel), role: role, vcpu: self)
             // Sync before link: a non-present → present guest entry needs no flush.
-            if child.unsyncChildren > 0 && !mmu.has(.linkUnsyncWithoutSync) { mmu.syncChildren(of: child, vcpu: self) }
+            if child.unsyncChildren > 0 && mmu.linkDecision(for: child) == .syncFirst { mmu.syncChildren(of: child, vcpu: self) }
             mmu.link(SPTERef(page: sp.id, index: index), to: child)
             sp = child
         }

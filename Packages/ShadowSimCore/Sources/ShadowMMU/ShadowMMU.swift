@@ -276,6 +276,12 @@ public final class ShadowMMU {
         stats.listEntriesWalked &+= listEntries
     }
 
+    /// The policy's link decision, unless a planted bug overrides it (the seam through
+    /// which `link-unsync-without-sync` is injected).
+    func linkDecision(for sp: ShadowPage) -> LinkDecision {
+        has(.linkUnsyncWithoutSync) ? .linkUnsync : policy.linkDecision(for: sp, in: self)
+    }
+
     // MARK: Lookup and allocation (kvm_mmu_get_shadow_page)
 
     /// The shadow page for `(gfn, role)`, creating it on a miss. Finding an unsync page
@@ -289,7 +295,7 @@ public final class ShadowMMU {
                 if role.level > 1 && sp.unsync { prepareZap(sp) }
                 continue
             }
-            if !sp.role.direct && sp.unsync && !has(.linkUnsyncWithoutSync), let vcpu {
+            if !sp.role.direct && sp.unsync && linkDecision(for: sp) == .syncFirst, let vcpu {
                 let result = syncPage(sp, vcpu: vcpu)
                 if result < 0 { break }       // zapped: build it again
                 if result > 0 { flushRemoteTLBs() }

@@ -44,6 +44,18 @@ public enum WriteDecision: Sendable, Equatable {
     case allowAndEmulateThisStore
 }
 
+/// A policy's answer when the fault path is about to make a shadow page reachable that
+/// is unsync, or has unsync pages below it: an unsync page found by lookup, or a child
+/// with unsync children linked into its parent.
+public enum LinkDecision: Sendable, Equatable {
+    /// Bring it up to date first (KVM since 2021's sync-before-link fix): the page
+    /// found is synced in place, the child's unsync descendants are synced. The default.
+    case syncFirst
+    /// Link it as it is: what it maps stays stale until a sync reaches it (KVM before
+    /// the fix; a policy choosing it must sync before the guest can use the entries).
+    case linkUnsync
+}
+
 /// A sync policy: the decisions a shadow MMU takes at each event, over the engine's
 /// mechanisms. The engine calls these hooks where KVM's own code makes the decision.
 ///
@@ -65,6 +77,10 @@ public protocol SyncPolicy: AnyObject {
     /// A leaf spte with write access is about to map `gfn`: how (see `WriteDecision`;
     /// KVM's `.unsyncAndAllow` by default).
     func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision
+
+    /// A shadow page that is unsync, or has unsync pages below it, is about to become
+    /// reachable from the fault path (see `LinkDecision`; `.syncFirst` by default).
+    func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision
 
     /// MOV to CR3 executed on `vcpu` (the architectural checks passed).
     func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool)
@@ -109,6 +125,7 @@ extension SyncPolicy {
     public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
         .unsyncAndAllow
     }
+    public func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .syncFirst }
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     public var floodsLeafTables: Bool { false }
     public func pagingModeChanged(_ vcpu: ShadowVCPU) {}
@@ -141,8 +158,9 @@ public struct RootSelection: OptionSet, Sendable {
 public enum PluginABI {
     /// Bumped whenever a type a plugin shares with the host changes (2: the
     /// `pagingModeChanged` hook; 3: `writeDecision` replaces `allowWritableMapping`
-    /// and `emulateThisStore`, and the `guestProtectionFaultInjected` hook).
-    @inlinable public static var version: Int32 { 3 }
+    /// and `emulateThisStore`, and the `guestProtectionFaultInjected` hook; 4: the
+    /// `linkDecision` hook).
+    @inlinable public static var version: Int32 { 4 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
     /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.
