@@ -151,8 +151,6 @@ final class KVMGuest {
 
     deinit { ckvm_close(vm) }
 
-    var memorySize: UInt64 { memoryBytes }
-
     private func check(_ r: Int32) throws(BackendError) {
         if r < 0 { throw BackendError("kvm: " + String(cString: ckvm_error(vm))) }
     }
@@ -273,7 +271,7 @@ final class KVMGuest {
             var cr2: UInt64 = 0, cr3: UInt64 = 0, cpl: Int32 = 0
             try check(ckvm_get_control(vm, Int32(v), &cr2, &cr3, &cpl))
             for gpa in [physicalAddress(of: va, cr3: cr3), fetchedFrom].compactMap({ $0 })
-            where gpa < memorySize && !AgentLayout.reserved.contains(gpa) && !patched.contains(where: { $0.gpa == gpa }) {
+            where gpa < memoryBytes && !AgentLayout.reserved.contains(gpa) && !patched.contains(where: { $0.gpa == gpa }) {
                 patched.append((gpa, UInt8(load(gpa, size: 1))))
                 store(gpa, 0xCC, size: 1)
             }
@@ -288,7 +286,6 @@ final class KVMGuest {
         }
         regs.rsp = layout.address(frame)
         regs.rip = layout.address(AgentLayout.code + UInt64(layout.code.kernel[op.runsAtCPL3 ? "iret" : name]!))
-        if case .fill = op {} else if case .emulatedFill = op {} else if case .access(_, .read, _, _, _, _) = op { regs.rbx = 0 }
         try check(ckvm_set_regs(vm, Int32(v), &regs))
         var exit = ckvm_exit()
         try check(ckvm_run(vm, Int32(v), Self.timeoutMilliseconds, &exit))
