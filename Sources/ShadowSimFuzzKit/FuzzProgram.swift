@@ -82,6 +82,7 @@ public struct SyncCoverage: Sendable, Equatable {
     public var floodZaps: UInt64 = 0
     public var remoteFlushRequests: UInt64 = 0
     public var emulatedTableWrites: UInt64 = 0
+    public var pvUpdates: UInt64 = 0
 
     public init() {}
 
@@ -94,19 +95,22 @@ public struct SyncCoverage: Sendable, Equatable {
         floodZaps = s.mmuFlooded
         remoteFlushRequests = s.remoteTLBFlushRequests
         emulatedTableWrites = s.mmuPTEWrite
+        pvUpdates = s.pvUpdates
     }
 
     /// Name (as the fuzz pass prints it and floors name it) and value.
     public var fields: [(name: String, value: UInt64)] {
         [("unsync_events", unsyncEvents), ("pages_synced", pagesSynced), ("invlpg_resyncs", invlpgResyncs),
          ("sync_sptes_dropped", syncSPTEsDropped), ("recycled", recycled), ("flood_zaps", floodZaps),
-         ("remote_flush_requests", remoteFlushRequests), ("emulated_table_writes", emulatedTableWrites)]
+         ("remote_flush_requests", remoteFlushRequests), ("emulated_table_writes", emulatedTableWrites),
+         ("pv_updates", pvUpdates)]
     }
 
     public static func += (a: inout SyncCoverage, b: SyncCoverage) {
         a.unsyncEvents &+= b.unsyncEvents; a.pagesSynced &+= b.pagesSynced; a.invlpgResyncs &+= b.invlpgResyncs
         a.syncSPTEsDropped &+= b.syncSPTEsDropped; a.recycled &+= b.recycled; a.floodZaps &+= b.floodZaps
         a.remoteFlushRequests &+= b.remoteFlushRequests; a.emulatedTableWrites &+= b.emulatedTableWrites
+        a.pvUpdates &+= b.pvUpdates
     }
 }
 

@@ -311,14 +311,20 @@ struct FuzzWorld {
     }
 
     /// Several stores to one table (a munmap, mprotect or fault-around of a range), then
-    /// what the kernel does after: nothing, INVLPG of each page here or on every vCPU,
-    /// or a CR3 reload.
+    /// what the kernel does after: nothing, INVLPG of each page here or on every vCPU
+    /// (one flush hypercall under a paravirtual MMU), or a CR3 reload. An even count is
+    /// one update hypercall under a paravirtual MMU (Linux's lazy MMU mode), an odd one
+    /// a hypercall per store.
     mutating func batchUpdate(_ vm: FuzzVM, by cpu: VCPU) throws(MachineError) {
         let space = space(vm)
         let region = reader.pick(4) * 8
         let count = 2 + reader.pick(7)
         note("batch of \(count) in region \(region / 8)")
         var pages: [UInt64] = []
+        var batched = count % 2 == 0
+        if batched { vm.kernel.beginBatch(by: cpu) }
+        // Only when a store threw: the run may go on, so the batch must not stay open.
+        defer { if batched { try? vm.kernel.endBatch(by: cpu) } }
         for i in 0..<count {
             let va = vm.hot[region + (i + reader.pick(8)) % 8]
             pages.append(va)
@@ -328,9 +334,15 @@ struct FuzzWorld {
             default: try remapRights(vm, space, va, by: cpu)
             }
         }
+        if batched {
+            batched = false
+            try vm.kernel.endBatch(by: cpu)
+        }
         switch reader.pick(4) {
         case 0: break
         case 1: for va in pages { _ = try cpu.invlpg(va) }
+        case 2 where cpu.offersPageTableHypercalls:
+            _ = try cpu.hypercall(.flushTLB(.addresses(pages), vcpus: Array(vm.machine.vcpus.indices)), cpl: 0)
         case 2: for v in vm.machine.vcpus { for va in pages { _ = try v.invlpg(va) } }
         default: _ = try cpu.loadCR3(cpu.cr3 & ~CR3Bits.noFlush)
         }
@@ -421,6 +433,16 @@ struct FuzzWorld {
         guard parent !== child else { return }
         let region = reader.pick(4) * 8
         note("fork \(hex(parent.root)) -> \(hex(child.root)), region \(region / 8)")
+        // Linux's copy_pte_range runs in lazy MMU mode: one update hypercall under a
+        // paravirtual MMU.
+        try vm.kernel.batchingUpdates(by: cpu) { () throws(MachineError) in try copyRegion(vm, parent, child, region, by: cpu) }
+        for v in vm.machine.vcpus where v.cr3 & ~0xFFF & ~CR3Bits.noFlush == parent.root & ~0xFFF {
+            _ = try v.loadCR3(v.cr3 & ~CR3Bits.noFlush)
+        }
+    }
+
+    private func copyRegion(_ vm: FuzzVM, _ parent: AddressSpace, _ child: AddressSpace, _ region: Int,
+                            by cpu: VCPU) throws(MachineError) {
         for va in vm.hot[region..<region + 8] {
             guard let leaf = try parent.leaf(va), leaf.level == 1 else { continue }
             let shared = leaf.value & ~PTE.writable
@@ -430,9 +452,6 @@ struct FuzzWorld {
             } else if try child.entry(va, level: 1) != nil {
                 try child.setEntry(va, level: 1, value: shared & ~PTE.accessed, by: cpu)
             }
-        }
-        for v in vm.machine.vcpus where v.cr3 & ~0xFFF & ~CR3Bits.noFlush == parent.root & ~0xFFF {
-            _ = try v.loadCR3(v.cr3 & ~CR3Bits.noFlush)
         }
     }
 

@@ -251,6 +251,9 @@ public final class GuestOperationRecorder: MachineObserver {
             op = .writeControl(vcpu: v, register: .cr4, value: value, isUser: user)
         case .writeEFER(let value):
             op = .writeControl(vcpu: v, register: .efer, value: value, isUser: user)
+        case .hypercall:
+            refuse("a paravirtual MMU hypercall (the host's KVM offers no such interface)")
+            return
         }
         if let why = lacks(op) { refuse(why) }
         append(op, before: before)

@@ -227,7 +227,7 @@ func registerVMClass(_ lua: LuaState, session: Session) {
             call.push(vm.kernel.frames.inUse); call.setField("frames_in_use")
             return 1
         }),
-    ], index: { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
+    ] + [batchMethod], index: { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
         // __index(vm, key): methods, then vcpu/kernel from the user value, then fields.
         let L = call.L
         lua_pushvalue(L, 2)
@@ -439,7 +439,7 @@ func registerVCPUClass(_ lua: LuaState) {
             call.push(try cpu(&call).index + 1)
             return 1
         }),
-    ], toString: { object in
+    ] + paravirtualVCPUMethods, toString: { object in
         guard let vcpu = object as? VCPU else { return "shadowsim.VCPU" }
         return "shadowsim.VCPU vcpu[\(vcpu.index + 1)] (\(vcpu.mode), CR3 \(hex(vcpu.cr3)))"
     })

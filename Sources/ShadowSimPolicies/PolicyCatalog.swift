@@ -5,6 +5,7 @@ import GlobalList
 import VMList
 import XenOOS
 import TDP
+import PVMMU
 import Synchronization
 import Logging
 #if canImport(Glibc)
@@ -40,6 +41,7 @@ public enum PolicyCatalog {
         builtin(VMList()) { VMList() },
         builtin(XenOOS()) { XenOOS() },
         builtin(TDP()) { TDP() },
+        builtin(PVMMU()) { PVMMU() },
     ]
 
     private static func builtin(_ sample: any SyncPolicy, _ make: @escaping @Sendable () -> any SyncPolicy) -> PolicyFactory {

@@ -53,9 +53,9 @@ import Glibc
         .init("vm_not_table", "S.vm(42)",
               "s.lua:2: bad argument #1 to 'vm' (table expected, got number)"),
         .init("vm_unknown_policy", "S.vm{ policy = \"no-such-policy\" }",
-              "s.lua:2: unknown policy 'no-such-policy' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp; or the path of a policy .so)"),
+              "s.lua:2: unknown policy 'no-such-policy' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu; or the path of a policy .so)"),
         .init("vm_bad_bug", "S.vm{ inject_bug = \"no-such-bug\" }",
-              "s.lua:2: bad argument #1 to 'vm' (option 'inject_bug' must be one of \"skip-remote-flush-after-write-protect\", \"forget-mark-parents-unsync\", \"invlpg-current-root-only\", \"link-unsync-without-sync\", \"upper-level-unsync\", \"writable-spte-to-new-table\", \"drop-local-flush-after-sync\", \"sync-other-vms-pages\", \"zap-keeps-unsync\", \"dirty-clean-leaf-writable\", \"reuse-cached-root-without-sync\", \"miscount-unsync\", \"emulated-write-keeps-spte\", \"write-protect-skips-large-sptes\", got \"no-such-bug\")"),
+              "s.lua:2: bad argument #1 to 'vm' (option 'inject_bug' must be one of \"skip-remote-flush-after-write-protect\", \"forget-mark-parents-unsync\", \"invlpg-current-root-only\", \"link-unsync-without-sync\", \"upper-level-unsync\", \"writable-spte-to-new-table\", \"drop-local-flush-after-sync\", \"sync-other-vms-pages\", \"zap-keeps-unsync\", \"dirty-clean-leaf-writable\", \"reuse-cached-root-without-sync\", \"miscount-unsync\", \"emulated-write-keeps-spte\", \"write-protect-skips-large-sptes\", \"pv-update-first-shadow-only\", got \"no-such-bug\")"),
         .init("vm_bug_policy_cannot_have", "S.vm{ policy = \"bare-metal\", inject_bug = \"zap-keeps-unsync\" }",
               "s.lua:2: bad argument #1 to 'vm' (option 'inject_bug': bug 'zap-keeps-unsync' cannot happen under bare-metal: there is no shadow MMU)"),
         .init("vcpu_missing", "local vm = S.vm{ vcpus = 2 }\nlocal c = vm.vcpu[3]\nc:read(0)",
@@ -211,7 +211,7 @@ import Glibc
     /// The command line, and budgets.
     static let commandLineCases: [Case] = [
         .init("unknown_policy", arguments: ["s.lua", "--policy", "nope"], status: 2,
-              "shadowsim: unknown policy 'nope' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp; or the path of a policy .so)"),
+              "shadowsim: unknown policy 'nope' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu; or the path of a policy .so)"),
         .init("policy_so_missing", arguments: ["s.lua", "--policy", "/nonexistent/libX.so"], status: 2,
               "shadowsim: cannot load policy plugin /nonexistent/libX.so: /nonexistent/libX.so: cannot open shared object file: No such file or directory"),
         .init("log_level_unknown", arguments: ["s.lua", "--log-level", "loud"], status: 2,

@@ -15,6 +15,7 @@ import ShadowMMU
         ("scripts/suite_rights_unsync.lua", []),
         ("scripts/suite_frame_reuse.lua", []),
         ("scripts/suite_large_pages.lua", []),
+        ("scripts/policy_pv_mmu.lua", []),
     ]
 
     static func caughtByChecker(_ result: ScenarioResult) -> Bool {

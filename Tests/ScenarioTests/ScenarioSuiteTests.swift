@@ -23,7 +23,7 @@ import Glibc
 
     /// The policies of the built-in catalogue (kept in step with PolicyCatalog by
     /// `everyPolicyIsCovered`).
-    static let policies = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp"]
+    static let policies = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp", "pv-mmu"]
 
     /// Scenarios whose first line says `-- runs under: every policy`, paired with each policy;
     /// the others run once under the default policy (or the one they pin).

@@ -65,7 +65,7 @@ import FoundationXML
     @Test func everyPolicyScenariosRunUnderTheGivenPolicies() throws {
         let all = try test(["every"])
         #expect(all.status == 0)
-        let names = ["bare-metal", "kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp"]
+        let names = ["bare-metal", "kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp", "pv-mmu"]
         for name in names { #expect(all.out.contains("ok    every/e.lua [\(name)] ("), "\(name): \(all.out)") }
         let given = try test(["every", "--policy", "xen-oos,wp-emulate"])
         #expect(given.status == 0)

@@ -13,48 +13,26 @@ public final class GlobalList: SyncPolicy {
     public let lockDomain = LockDomain.hostLock
     public let shadowsGuestTables = true
 
-    /// The list every VM of the host shares (kept in the simulation host).
-    private var hostList = UnsyncList()
-    private unowned(unsafe) var mmu: ShadowMMU?
+    /// Every VM's unsync pages on the host's list (the engine adds and removes them,
+    /// one lock acquisition each).
+    public var unsyncIndex: UnsyncIndex { .hostWideList }
 
     public init() {}
-    deinit { if let mmu { hostList.removeAll(of: mmu) } }
-
-    public func attach(to mmu: ShadowMMU) {
-        self.mmu = mmu
-        if let shared = mmu.host.shared[name] as? UnsyncList {
-            hostList = shared
-        } else {
-            mmu.host.shared[name] = hostList
-        }
-    }
+    public func attach(to mmu: ShadowMMU) {}
 
     /// As KVM: leaf pages unsync unless some shadow of the frame is an upper level.
     public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
         .unsyncAndAllow   // as KVM
     }
 
-    public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
-        mmu.chargeLock(work: 1)
-        hostList.append(page, of: mmu)
-    }
-
-    public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
-        hostList.remove(page)
-    }
-
     /// A new CR3 frees the roots (rebuilt, and so synced, on entry); a flushing reload
     /// of the same CR3 syncs too.
-    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
-        if vcpu.vcpu.cr3 != previousCR3 || pdptesChanged {
-            vcpu.freeRoots(.all)
-        } else if !noFlush {
-            vcpu.request(.syncRoots)
-        }
+    public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision {
+        .freeAllRoots
     }
 
     public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
-        hostList.syncEveryPage(of: vcpu)
+        vcpu.syncEveryUnsyncPage()
     }
 
     public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
@@ -67,6 +45,6 @@ public final class GlobalList: SyncPolicy {
     }
 
     public func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        hostList.syncEveryPage(of: vcpu)
+        vcpu.syncEveryUnsyncPage()
     }
 }

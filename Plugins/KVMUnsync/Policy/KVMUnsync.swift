@@ -22,11 +22,8 @@ public final class KVMUnsync: SyncPolicy {
 
     /// `kvm_set_cr3`: switch to a cached root if there is one; a flushing load syncs
     /// what the root reaches (on entry) and drops cached roots of the flushed PCID.
-    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
-        let cr3 = vcpu.vcpu.cr3
-        if pdptesChanged { vcpu.freeRoots(.current) }
-        if cr3 != previousCR3 { vcpu.switchRoot(to: cr3) }
-        if !noFlush { vcpu.invalidatePCIDRoots(vcpu.vcpu.currentPCID) }
+    public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision {
+        .switchToCachedRoot
     }
 
     /// `kvm_mmu_sync_roots`: only pages reachable from the current roots.

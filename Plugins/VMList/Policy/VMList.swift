@@ -13,8 +13,9 @@ public final class VMList: SyncPolicy {
     public let lockDomain = LockDomain.vmLock
     public let shadowsGuestTables = true
 
-    /// This VM's list.
-    let list = UnsyncList()
+    /// The VM's unsync pages on its own list (the engine adds and removes them, one
+    /// lock acquisition each).
+    public var unsyncIndex: UnsyncIndex { .perVMList }
 
     public init() {}
 
@@ -25,27 +26,14 @@ public final class VMList: SyncPolicy {
         .unsyncAndAllow   // as KVM
     }
 
-    public func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
-        mmu.chargeLock(work: 1)
-        list.append(page, of: mmu)
-    }
-
-    public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
-        list.remove(page)
-    }
-
     /// A new CR3 frees the roots (rebuilt, and so synced, on entry); a flushing reload
     /// of the same CR3 syncs too.
-    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
-        if vcpu.vcpu.cr3 != previousCR3 || pdptesChanged {
-            vcpu.freeRoots(.all)
-        } else if !noFlush {
-            vcpu.request(.syncRoots)
-        }
+    public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision {
+        .freeAllRoots
     }
 
     public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
-        list.syncEveryPage(of: vcpu)
+        vcpu.syncEveryUnsyncPage()
     }
 
     public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
@@ -58,6 +46,6 @@ public final class VMList: SyncPolicy {
     }
 
     public func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        list.syncEveryPage(of: vcpu)
+        vcpu.syncEveryUnsyncPage()
     }
 }

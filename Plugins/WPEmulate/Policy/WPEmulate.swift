@@ -20,13 +20,8 @@ public final class WPEmulate: SyncPolicy {
         mmu.isWriteTracked(gfn) || mmu.isShadowed(gfn) ? .keepProtected : .allow
     }
 
-    /// Root switching as KVM does it; the flush has nothing to sync.
-    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
-        let cr3 = vcpu.vcpu.cr3
-        if pdptesChanged { vcpu.freeRoots(.current) }
-        if cr3 != previousCR3 { vcpu.switchRoot(to: cr3) }
-        if !noFlush { vcpu.invalidatePCIDRoots(vcpu.vcpu.currentPCID) }
-    }
+    /// Root switching as KVM does it (the default `RootLoadDecision`); the flush has
+    /// nothing to sync.
 
     public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {}
 

@@ -24,12 +24,10 @@ public final class XenOOS: SyncPolicy {
 
     /// Slots per vCPU, in vCPU order.
     private var slots: [[OutOfSync?]] = []
-    private unowned(unsafe) var mmu: ShadowMMU!
 
     public init() {}
 
     public func attach(to mmu: ShadowMMU) {
-        self.mmu = mmu
         slots = Array(repeating: Array(repeating: nil, count: XenOOS.slotsPerVCPU), count: mmu.vcpus.count)
     }
 
@@ -63,6 +61,7 @@ public final class XenOOS: SyncPolicy {
     /// Xen's `oos_hash_add`: the home slot's occupant moves to the next slot if it is
     /// at home; whatever is then in the target slot is resynced and evicted.
     private func takeSlot(for page: ShadowPage, on vcpu: ShadowVCPU) {
+        let mmu = vcpu.mmu
         let v = vcpu.index
         var index = Int(page.gfn % UInt64(XenOOS.slotsPerVCPU))
         var incoming = OutOfSync(page: page, snapshot: (0..<512).map { mmu.guestEntry(page, $0) ?? 0 })
@@ -81,6 +80,7 @@ public final class XenOOS: SyncPolicy {
 
     /// Write-protect, re-derive the entries that changed since the snapshot, back in sync.
     private func resyncFully(_ oos: OutOfSync, vcpu: ShadowVCPU) {
+        let mmu = vcpu.mmu
         guard oos.page.unsync else { return }
         if mmu.writeProtect(gfn: oos.page.gfn) { mmu.flushRemoteTLBs() }
         _ = update(oos, vcpu: vcpu)
@@ -89,17 +89,16 @@ public final class XenOOS: SyncPolicy {
 
     /// Xen's `sh_resync_l1`: only entries whose guest value differs from the snapshot.
     private func update(_ oos: OutOfSync, vcpu: ShadowVCPU) -> OutOfSync {
+        let mmu = vcpu.mmu
         var oos = oos
-        var flush = false
+        var changed: [Int] = []
         for i in 0..<512 {
             let guest = mmu.guestEntry(oos.page, i) ?? 0
             guard guest != oos.snapshot[i] else { continue }
-            flush = mmu.resyncSPTE(oos.page, i, vcpu: vcpu) || flush
+            changed.append(i)
             oos.snapshot[i] = guest
         }
-        mmu.chargeLock(work: 1)
-        mmu.countPageSync(entriesCompared: 512)
-        if flush { mmu.flushRemoteTLBs() }
+        if mmu.resyncEntries(oos.page, changed, vcpu: vcpu) { mmu.flushRemoteTLBs() }
         return oos
     }
 
@@ -111,6 +110,7 @@ public final class XenOOS: SyncPolicy {
 
     /// `sh_update_cr3`: this vCPU's pages are resynced before the switch; after it,
     /// other vCPUs' pages are updated (on entry).
+    public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision { .policyHandles }
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
         resyncOwn(vcpu)
         let cr3 = vcpu.vcpu.cr3
@@ -135,14 +135,14 @@ public final class XenOOS: SyncPolicy {
         for v in slots.indices where v != vcpu.index {
             for i in slots[v].indices {
                 guard let oos = slots[v][i], oos.page.unsync else { continue }
-                if safeNotToSync(oos.page, roots: roots) { continue }
+                if safeNotToSync(oos.page, roots: roots, in: vcpu.mmu) { continue }
                 slots[v][i] = update(oos, vcpu: vcpu)
             }
         }
     }
 
     /// One parent all the way up, to a top level that is not one of `roots`.
-    private func safeNotToSync(_ page: ShadowPage, roots: [ShadowPage]) -> Bool {
+    private func safeNotToSync(_ page: ShadowPage, roots: [ShadowPage], in mmu: ShadowMMU) -> Bool {
         var current = page
         while true {
             if roots.contains(where: { $0 === current }) { return false }
@@ -156,6 +156,7 @@ public final class XenOOS: SyncPolicy {
     /// shared by every vCPU on that table, so blanking it takes the translation away from
     /// all of them: a present one costs a remote flush, as any spte Xen removes does.
     public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
+        let mmu = vcpu.mmu
         vcpu.flushHardwareAddress(va)
         guard let (page, index) = vcpu.leafTable(for: va), page.unsync, SPTE.isPresent(page.spte(index)) else { return }
         mmu.clearSPTE(page, index)
@@ -171,10 +172,12 @@ public final class XenOOS: SyncPolicy {
     /// A full guest flush resyncs everything, as a paging-mode change does in Xen
     /// (`sh_update_paging_modes` resyncs all out-of-sync pages).
     public func guestTLBFlush(_ vcpu: ShadowVCPU) {
+        let mmu = vcpu.mmu
         for other in mmu.vcpus { resyncOwn(other) }
     }
 
     public func pagingModeChanged(_ vcpu: ShadowVCPU) {
+        let mmu = vcpu.mmu
         for other in mmu.vcpus { resyncOwn(other) }
     }
 

@@ -217,6 +217,11 @@ public final class ArchitecturalChecker: MachineObserver {
             }
             contexts[v].root = vcpu.pagingRoot
             indexValid = false
+        case .flushHypercall(.addresses(let vas), _):
+            let pcid = Int32(vcpu.currentPCID)
+            for va in vas { removeStale(v, covering: va) { $0.tag == pcid || $0.tag == -1 } }
+        case .flushHypercall(.everything, _):
+            removeStale(v) { _ in true }
         case .cr0Write, .eferWrite:
             break
         }
@@ -270,6 +275,9 @@ public final class ArchitecturalChecker: MachineObserver {
         case .cr4Write(let previous): return "MOV to CR4 (from \(hex(previous)))"
         case .cr0Write(let previous): return "MOV to CR0 (from \(hex(previous)))"
         case .eferWrite(let previous): return "WRMSR EFER (from \(hex(previous)))"
+        case .flushHypercall(.everything, let by): return "flush hypercall by vcpu[\(by + 1)] (everything)"
+        case .flushHypercall(.addresses(let vas), let by):
+            return "flush hypercall by vcpu[\(by + 1)] (\(vas.prefix(4).map(hex).joined(separator: ", "))\(vas.count > 4 ? ", …" : ""))"
         case .invlpg(let va): return "INVLPG \(hex(va))"
         case .invpcid(let type, let pcid, let va): return "INVPCID \(type) PCID \(pcid) \(hex(va))"
         }

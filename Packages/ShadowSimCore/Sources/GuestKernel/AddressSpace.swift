@@ -138,7 +138,7 @@ public final class AddressSpace {
             throw .unbackedMemory(address: address, capacity: memory.capacity,
                                   what: "paging-structure entry on the path of \(hex(va))")
         }
-        return memory.load(address, size: mode.entrySize)
+        return kernel.loadEntry(address)
     }
 
     private func checkVA(_ va: UInt64) throws(MachineError) {

@@ -28,6 +28,9 @@ public final class GuestKernel {
     /// Whether stores still go straight to memory (a VM made without `boot` whose vCPUs
     /// have not loaded a CR3 yet).
     private var loaderStores: Bool
+    /// Page-table updates queued by a batch, and how deep it is, per vCPU index.
+    var queuedUpdates: [Int: [PageTableUpdate]] = [:]
+    var batchDepth: [Int: Int] = [:]
 
     public init(machine: Machine, boot: Bool = true, userPhysmap: Bool = false) throws(MachineError) {
         self.machine = machine
@@ -124,26 +127,31 @@ public final class GuestKernel {
     /// Without `kernelHalf`, the user table of a KPTI pair: user mappings only.
     public func newAddressSpace(by vcpu: VCPU, kernelHalf: Bool = true) throws(MachineError) -> AddressSpace {
         let top = try allocateTable(by: vcpu)
+        // Linux's pgd_alloc under a paravirtual MMU: the new table's entries in one batch.
+        try batchingUpdates(by: vcpu) { () throws(MachineError) in try copyKernelHalf(into: top, kernelHalf: kernelHalf, by: vcpu) }
+        return AddressSpace(kernel: self, root: top)
+    }
+
+    private func copyKernelHalf(into top: UInt64, kernelHalf: Bool, by vcpu: VCPU) throws(MachineError) {
         let kernelTop = kernelSpace.root
         switch mode {
         case .pae:
             for i in 0..<3 { try storeEntry(top + UInt64(i * 8), try allocateTable(by: vcpu) | PTE.present, by: vcpu) }
-            if kernelHalf { try storeEntry(top + 24, machine.memory.load(kernelTop + 24, size: 8), by: vcpu) }
+            if kernelHalf { try storeEntry(top + 24, loadEntry(kernelTop + 24), by: vcpu) }
         default:
             if layout.physmapTopIndex < layout.kernelHalfFirstIndex {
                 // A user-mode physmap: every space has it (the kernel's stores go through it).
                 let address = UInt64(layout.physmapTopIndex * mode.entrySize)
-                try storeEntry(top + address, machine.memory.load(kernelTop + address, size: mode.entrySize), by: vcpu)
+                try storeEntry(top + address, loadEntry(kernelTop + address), by: vcpu)
             }
             guard kernelHalf else { break }
             let n = mode.entriesPerTable(level: mode.levels)
             for i in layout.kernelHalfFirstIndex..<n {
                 let address = UInt64(i * mode.entrySize)
-                let e = machine.memory.load(kernelTop + address, size: mode.entrySize)
+                let e = loadEntry(kernelTop + address)
                 if e != 0 { try storeEntry(top + address, e, by: vcpu) }
             }
         }
-        return AddressSpace(kernel: self, root: top)
     }
 
     /// A zeroed frame for a page table: fresh frames are zero already; a reused one is
@@ -175,17 +183,94 @@ public final class GuestKernel {
         try frames.free(gpa)
     }
 
+    /// Returns a page-table frame to the allocator. Under a paravirtual MMU the
+    /// hypervisor is told first (a release in the update batch), as Xen's unpin does.
+    public func freeTable(_ gpa: UInt64, by vcpu: VCPU) throws(MachineError) {
+        if !storesByLoader && vcpu.offersPageTableHypercalls { try sendOrQueue(.release(table: gpa & ~0xFFF), by: vcpu) }
+        try frames.free(gpa)
+    }
+
     /// Stores one paging-structure entry at guest-physical `address`, as `vcpu` at CPL 0
     /// (CPL 3 with a user-mode physmap).
+    /// Under a paravirtual MMU the store is an update hypercall instead (queued while
+    /// `vcpu` is batching updates).
     public func storeEntry(_ address: UInt64, _ value: UInt64, by vcpu: VCPU) throws(MachineError) {
         if storesByLoader {
             try machine.writePhysical(address, value, size: mode.entrySize)
+            return
+        }
+        if vcpu.offersPageTableHypercalls {
+            try sendOrQueue(.write(address: address, value: value), by: vcpu)
             return
         }
         let r = try vcpu.write(physmapAddress(of: address), value: value, size: mode.entrySize, cpl: layout.storeCPL)
         guard r.isOK else {
             throw .kernel("the page-table store to \(hex(address)) through the physmap faulted: \(r.summary)")
         }
+    }
+}
+
+// MARK: Paravirtual page-table updates
+
+extension GuestKernel {
+    /// The entry at guest-physical `address` as the kernel last wrote it: an update still
+    /// queued by a batch, or guest memory.
+    public func loadEntry(_ address: UInt64) -> UInt64 {
+        if queuedUpdates.isEmpty { return machine.memory.load(address, size: mode.entrySize) }
+        for queue in queuedUpdates.values {
+            for case .write(address, let value) in queue.reversed() { return value }
+        }
+        return machine.memory.load(address, size: mode.entrySize)
+    }
+
+    /// Linux's lazy MMU mode under a paravirtual MMU: `vcpu`'s page-table stores are
+    /// queued and sent as one update hypercall when `endBatch` is called (nested batches
+    /// join the outer one). Without a paravirtual MMU, stores happen as they are made.
+    public func beginBatch(by vcpu: VCPU) {
+        guard vcpu.offersPageTableHypercalls else { return }
+        batchDepth[vcpu.index, default: 0] += 1
+        if queuedUpdates[vcpu.index] == nil { queuedUpdates[vcpu.index] = [] }
+    }
+
+    /// Ends a `beginBatch`; the outermost end sends what was queued.
+    public func endBatch(by vcpu: VCPU) throws(MachineError) {
+        guard let depth = batchDepth[vcpu.index] else { return }
+        if depth > 1 {
+            batchDepth[vcpu.index] = depth - 1
+            return
+        }
+        batchDepth[vcpu.index] = nil
+        let queue = queuedUpdates.removeValue(forKey: vcpu.index) ?? []
+        if !queue.isEmpty { try sendUpdates(queue, by: vcpu) }
+    }
+
+    /// `body` inside `beginBatch`/`endBatch` (what was queued is sent even if it throws).
+    public func batchingUpdates<T>(by vcpu: VCPU, _ body: () throws(MachineError) -> T) throws(MachineError) -> T {
+        beginBatch(by: vcpu)
+        let result: T
+        do {
+            result = try body()
+        } catch {
+            while batchDepth[vcpu.index] != nil { try endBatch(by: vcpu) }
+            throw error
+        }
+        try endBatch(by: vcpu)
+        return result
+    }
+
+    /// `update` queued when `vcpu` is batching, else sent on its own.
+    func sendOrQueue(_ update: PageTableUpdate, by vcpu: VCPU) throws(MachineError) {
+        if queuedUpdates[vcpu.index] != nil {
+            queuedUpdates[vcpu.index]!.append(update)
+        } else {
+            try sendUpdates([update], by: vcpu)
+        }
+    }
+
+    /// One update hypercall, made at CPL 0 as the kernel.
+    func sendUpdates(_ updates: [PageTableUpdate], by vcpu: VCPU) throws(MachineError) {
+        let r = try vcpu.hypercall(.updatePageTables(updates), cpl: 0)
+        guard r.isOK else { throw .kernel("the page-table update hypercall failed: \(r.summary)") }
     }
 }
 

@@ -30,6 +30,9 @@ public struct CostModel: Equatable, Sendable {
     public var eptViolation = 1_000.0
     /// Walking one entry of a host-wide or per-VM unsync list.
     public var listEntry = 15.0
+    /// Checking and writing one guest entry of a paravirtual update batch (its shadows'
+    /// re-derivation is charged as sync work).
+    public var pvUpdateEntry = 60.0
 
     public init() {}
 
@@ -38,7 +41,7 @@ public struct CostModel: Equatable, Sendable {
          ("alloc_shadow_page", allocShadowPage), ("zap_entry", zapEntry), ("write_protect_entry", writeProtectEntry),
          ("local_flush", localFlush), ("remote_flush_target", remoteFlushTarget),
          ("hardware_walk_level", hardwareWalkLevel), ("tdp_walk", tdpWalk), ("ept_violation", eptViolation),
-         ("list_entry", listEntry)]
+         ("list_entry", listEntry), ("pv_update_entry", pvUpdateEntry)]
     }
 
     /// Sets a cost by its report name; false when there is no such cost.
@@ -57,6 +60,7 @@ public struct CostModel: Equatable, Sendable {
         case "tdp_walk": tdpWalk = value
         case "ept_violation": eptViolation = value
         case "list_entry": listEntry = value
+        case "pv_update_entry": pvUpdateEntry = value
         default: return false
         }
         return true
@@ -119,6 +123,7 @@ public struct CycleBreakdown: Equatable, Sendable {
         b.add("write_protection", s.writeProtections, c.writeProtectEntry)
         b.add("remote_flushes", s.remoteFlushTargets, c.remoteFlushTarget)
         b.add("list_walks", s.listEntriesWalked, c.listEntry)
+        b.add("pv_updates", s.pvUpdates, c.pvUpdateEntry)
         return b
     }
 

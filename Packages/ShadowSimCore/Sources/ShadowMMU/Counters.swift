@@ -40,6 +40,8 @@ public struct MMUStats: Equatable, Sendable {
     public var lockWorkForOtherVMs: UInt64 = 0
     /// Unsync-list entries walked (list-based policies).
     public var listEntriesWalked: UInt64 = 0
+    /// Guest entries written by paravirtual update hypercalls (pv-mmu).
+    public var pvUpdates: UInt64 = 0
 
     public init() {}
 
@@ -52,7 +54,8 @@ public struct MMUStats: Equatable, Sendable {
          ("pages_synced", pagesSynced), ("sptes_resynced", sptesResynced), ("sync_sptes_dropped", syncSPTEsDropped),
          ("invlpg_resyncs", invlpgResyncs), ("write_protections", writeProtections), ("sptes_zapped", sptesZapped),
          ("sptes_prefetched", sptesPrefetched), ("lock_acquisitions", lockAcquisitions), ("lock_work", lockWork),
-         ("lock_work_other_vms", lockWorkForOtherVMs), ("list_entries_walked", listEntriesWalked)]
+         ("lock_work_other_vms", lockWorkForOtherVMs), ("list_entries_walked", listEntriesWalked),
+         ("pv_updates", pvUpdates)]
     }
 }
 
@@ -71,6 +74,8 @@ public struct VCPUMMUStats: Equatable, Sendable {
     public var exitsInvlpg: UInt64 = 0
     public var exitsInvpcid: UInt64 = 0
     public var exitsCRWrite: UInt64 = 0
+    /// Paravirtual MMU hypercalls (update batches and flushes).
+    public var exitsHypercall: UInt64 = 0
     public var insnEmulation: UInt64 = 0
     /// Levels read by software walks of guest tables.
     public var guestWalkLevels: UInt64 = 0
@@ -81,13 +86,13 @@ public struct VCPUMMUStats: Equatable, Sendable {
 
     public init() {}
 
-    public var exits: UInt64 { exitsPageFault + exitsCR3 + exitsInvlpg + exitsInvpcid + exitsCRWrite }
+    public var exits: UInt64 { exitsPageFault + exitsCR3 + exitsInvlpg + exitsInvpcid + exitsCRWrite + exitsHypercall }
 
     public var fields: [(name: String, value: UInt64)] {
         [("pf_taken", pfTaken), ("pf_fixed", pfFixed), ("pf_guest", pfGuest), ("pf_emulate", pfEmulate),
          ("pf_spurious", pfSpurious), ("invlpg_exits", invlpg), ("tlb_flush", tlbFlush), ("exits", exits),
          ("exits_page_fault", exitsPageFault), ("exits_cr3", exitsCR3), ("exits_invlpg", exitsInvlpg),
-         ("exits_invpcid", exitsInvpcid), ("exits_cr_write", exitsCRWrite), ("insn_emulation", insnEmulation),
+         ("exits_invpcid", exitsInvpcid), ("exits_cr_write", exitsCRWrite), ("exits_hypercall", exitsHypercall), ("insn_emulation", insnEmulation),
          ("guest_walk_levels", guestWalkLevels), ("shadow_walks", shadowWalks), ("tdp_walks", tdpWalks),
          ("ept_violations", eptViolations)]
     }
@@ -99,7 +104,8 @@ public struct VCPUMMUStats: Equatable, Sendable {
         r.invlpg = a.invlpg + b.invlpg; r.tlbFlush = a.tlbFlush + b.tlbFlush
         r.exitsPageFault = a.exitsPageFault + b.exitsPageFault; r.exitsCR3 = a.exitsCR3 + b.exitsCR3
         r.exitsInvlpg = a.exitsInvlpg + b.exitsInvlpg; r.exitsInvpcid = a.exitsInvpcid + b.exitsInvpcid
-        r.exitsCRWrite = a.exitsCRWrite + b.exitsCRWrite; r.insnEmulation = a.insnEmulation + b.insnEmulation
+        r.exitsCRWrite = a.exitsCRWrite + b.exitsCRWrite; r.exitsHypercall = a.exitsHypercall + b.exitsHypercall
+        r.insnEmulation = a.insnEmulation + b.insnEmulation
         r.guestWalkLevels = a.guestWalkLevels + b.guestWalkLevels; r.shadowWalks = a.shadowWalks + b.shadowWalks
         r.tdpWalks = a.tdpWalks + b.tdpWalks; r.eptViolations = a.eptViolations + b.eptViolations
         return r

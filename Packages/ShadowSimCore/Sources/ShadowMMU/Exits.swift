@@ -60,7 +60,28 @@ extension ShadowVCPU {
             // PAE roots are four PDPTEs, not one page: not sampled.
             if vcpu.mode != .pae { mmu.sampleRootLoad(cr3: vcpu.cr3, role: rootRole) }
             if mmu.tracing { mmu.trace("shadowsim_cr3_load", vcpu: self, "cr3 \(ShadowMMU.hexDigits(vcpu.cr3)) noflush \(noFlush ? 1 : 0)") }
-            mmu.policy.cr3Loaded(self, previousCR3: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
+            let decision = mmu.policy.rootLoadDecision(self, previousCR3: previous, noFlush: noFlush)
+            loadRoot(decision, previousCR3: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
+        }
+    }
+
+    /// Carries out a policy's `RootLoadDecision` for a MOV to CR3.
+    private func loadRoot(_ decision: RootLoadDecision, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
+        let cr3 = vcpu.cr3
+        switch decision {
+        case .switchToCachedRoot, .switchWithoutSync:
+            if pdptesChanged { freeRoots(.current) }
+            if cr3 != previousCR3 { switchRoot(to: cr3) }
+            guard !noFlush else { return }
+            if decision == .switchToCachedRoot { invalidatePCIDRoots(vcpu.currentPCID) } else { request(.flushCurrent) }
+        case .freeAllRoots:
+            if cr3 != previousCR3 || pdptesChanged {
+                freeRoots(.all)
+            } else if !noFlush {
+                request(.syncRoots)
+            }
+        case .policyHandles:
+            mmu.policy.cr3Loaded(self, previousCR3: previousCR3, pdptesChanged: pdptesChanged, noFlush: noFlush)
         }
     }
 

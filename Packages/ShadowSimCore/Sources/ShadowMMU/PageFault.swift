@@ -553,7 +553,7 @@ extension ShadowMMU {
     }
 
     /// The sptes of `sp` that shadow the guest entry at `gpa` (two for a 32-bit PDE).
-    private func writtenSPTEs(_ sp: ShadowPage, gpa: UInt64) -> (Int, Int)? {
+    func writtenSPTEs(_ sp: ShadowPage, gpa: UInt64) -> (Int, Int)? {
         var offset = Int(gpa & 0xFFF)
         var count = 1
         if sp.role.has4ByteGPTE {

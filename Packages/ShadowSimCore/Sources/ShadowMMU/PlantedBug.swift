@@ -30,14 +30,18 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// Write protection finds sptes through the exact frame only, missing large sptes
     /// that cover it (a bug the fuzzer found in this engine).
     case writeProtectSkipsLargeSPTEs = "write-protect-skips-large-sptes"
+    /// A paravirtual update reaches only the first shadow of its table (a table shadowed
+    /// under two roles keeps a stale spte in the other).
+    case pvUpdateFirstShadowOnly = "pv-update-first-shadow-only"
 
     /// The built-in policies whose code reaches the bug, the one it was modelled on
     /// first. Planting it under any other policy would test nothing, so it is refused.
     public var policies: [String] {
-        let shadowing = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos"]
+        let shadowing = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "pv-mmu"]
         let unsyncing = ["kvm-unsync", "global-list", "vm-list", "xen-oos"]
         switch self {
         case .syncOtherVMsPages: return ["global-list"]
+        case .pvUpdateFirstShadowOnly: return ["pv-mmu"]
         // Only kvm-unsync re-derives INVLPG'd entries in cached roots, and syncs a
         // reused cached root on a flushing CR3 load.
         case .invlpgCurrentRootOnly, .reuseCachedRootWithoutSync: return ["kvm-unsync"]
@@ -73,6 +77,7 @@ public enum PlantedBug: String, CaseIterable, Sendable {
         case .miscountUnsync: "mmu_unsync counted wrongly"
         case .emulatedWriteKeepsSPTE: "emulated page-table write does not drop the old spte"
         case .writeProtectSkipsLargeSPTEs: "write protection misses large sptes covering a new table (found by the fuzzer)"
+        case .pvUpdateFirstShadowOnly: "a paravirtual update reaches only the first shadow of its table"
         }
     }
 }

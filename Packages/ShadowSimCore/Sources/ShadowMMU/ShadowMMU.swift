@@ -16,12 +16,12 @@ public struct GFNKey: Hashable, Sendable {
     }
 }
 
-/// What the VMs of one simulation share: the host. Policies with host-wide state (a
-/// global list under a global lock) keep it here, so separate simulations in one
-/// process never see each other.
+/// What the VMs of one simulation share: the host. Host-wide state (the unsync list
+/// under a global lock) lives here, so separate simulations in one process never see
+/// each other.
 public final class SimulationHost {
-    /// Shared objects by key (a policy's name).
-    public var shared: [String: AnyObject] = [:]
+    /// The unsync pages of every VM whose policy asks for `UnsyncIndex.hostWideList`.
+    public let unsyncList = UnsyncList()
     /// The MMUs of the host's VMs (each removes itself when it goes).
     public var mmus: [ShadowMMU] { registered.map(\.mmu) }
     /// Not `weak`: a weak reference gives the MMU a side-table refcount, which makes
@@ -124,6 +124,9 @@ public final class ShadowMMU {
     let shadowsGuestTables: Bool
     /// Whether any bug is planted (so `has` costs one test in a normal run).
     let anyPlantedBug: Bool
+    /// The list the VM's unsync pages are also on (`policy.unsyncIndex`): the VM's own,
+    /// the host's, or none. Invariant: a page is on it exactly while it is unsync.
+    let unsyncList: UnsyncList?
     /// Set by a policy during a write decision: emulate the faulting store anyway.
     var emulateCurrentStore = false
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
@@ -156,6 +159,11 @@ public final class ShadowMMU {
         self.host = host
         shadowsGuestTables = policy.shadowsGuestTables
         anyPlantedBug = !configuration.plantedBugs.isEmpty
+        switch policy.unsyncIndex {
+        case .unsyncChildBits: unsyncList = nil
+        case .perVMList: unsyncList = UnsyncList()
+        case .hostWideList: unsyncList = host.unsyncList
+        }
         let guestPages = Int(machine.memory.capacity >> 12)
         maxShadowPages = configuration.maxShadowPages ?? max(guestPages * 20 / 1000, 64)
         rmap = ReverseMap(frames: UInt64(guestPages))
@@ -166,6 +174,8 @@ public final class ShadowMMU {
     }
 
     deinit {
+        policy.detach(from: self)
+        if policy.unsyncIndex == .hostWideList { unsyncList?.removeAll(of: self) }
         // The machine may outlive its MMU: its vCPUs go back to bare metal.
         for v in vcpus where v.vcpu.backend === v { v.vcpu.backend = BareMetal.shared }
         host.registered.removeAll { $0.mmu === self }
@@ -267,9 +277,10 @@ public final class ShadowMMU {
         chargeLock(work: work, othersWork: othersWork)
     }
 
-    /// Records a lock acquisition for work a policy does itself (`listEntries`: unsync-
-    /// list entries walked, for the cost model).
-    public func chargeLock(work: UInt64, othersWork: UInt64 = 0, listEntries: UInt64 = 0) {
+    /// Records a lock acquisition and the work done under it (`listEntries`: unsync-list
+    /// entries walked, for the cost model). The engine's own bookkeeping: policies
+    /// never charge.
+    func chargeLock(work: UInt64, othersWork: UInt64 = 0, listEntries: UInt64 = 0) {
         stats.lockAcquisitions &+= 1
         stats.lockWork &+= work
         stats.lockWorkForOtherVMs &+= othersWork
@@ -457,6 +468,10 @@ public final class ShadowMMU {
         stats.unsyncEvents &+= 1
         stats.mmuUnsync &+= has(.miscountUnsync) ? 2 : 1
         if !has(.forgetMarkParentsUnsync) { markParentsUnsync(sp) }
+        if let unsyncList {
+            chargeLock(work: 1)
+            unsyncList.append(sp, of: self)
+        }
         policy.didUnsync(sp, in: self)
     }
 
@@ -494,9 +509,19 @@ public final class ShadowMMU {
     }
 
 
-    /// Counts a page a policy brought back in sync by its own means (its entries
-    /// compared: `entries`).
-    public func countPageSync(entriesCompared entries: Int) {
+    /// Brings `sp` back in line with its guest table by re-deriving only `entries` (a
+    /// policy that knows which changed, from a snapshot of the table): one sync of the
+    /// page under one lock acquisition. True when a TLB flush is needed.
+    public func resyncEntries(_ sp: ShadowPage, _ entries: [Int], vcpu: ShadowVCPU) -> Bool {
+        var flush = false
+        for i in entries { flush = resyncSPTE(sp, i, vcpu: vcpu) || flush }
+        chargeLock(work: 1)
+        countPageSync(entriesCompared: 512)
+        return flush
+    }
+
+    /// Counts a page brought back in sync (its entries compared: `entries`).
+    func countPageSync(entriesCompared entries: Int) {
         stats.pagesSynced &+= 1
         stats.lockWork &+= UInt64(entries > 0 ? 1 : 0)
     }
@@ -527,6 +552,7 @@ public final class ShadowMMU {
         guard sp.unsync else { return }
         // KVM traces kvm_mmu_sync_page here, as the page stops being unsync.
         if tracing { trace("kvm_mmu_sync_page", Self.traceDescription(of: sp)) }
+        unsyncList?.remove(sp)
         policy.willLeaveUnsync(sp, in: self)
         sp.unsync = false
         noteChange(sp.id)

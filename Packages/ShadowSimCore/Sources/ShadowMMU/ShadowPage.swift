@@ -111,8 +111,8 @@ public final class ShadowPage {
     public internal(set) var parents: [SPTERef] = []
     /// Creation order, for recycling the oldest first (never reused, unlike `id`).
     public let serial: UInt64
-    /// Set by a policy that keeps its own index of unsync pages.
-    public var policyMark: Int = -1
+    /// Its place on the VM's unsync list (`UnsyncIndex`), -1 when on none.
+    var listIndex: Int = -1
     private var storedUnsyncChildren: Int32 = 0
     private var storedRootCount: Int32 = 0
     private var storedWriteFloodingCount: Int32 = 0

@@ -304,6 +304,15 @@ public final class ShadowVCPU: VCPUBackend {
         for sp in roots { mmu.syncChildren(of: sp, vcpu: self) }
     }
 
+    /// The 2010 proposal's sync: every unsync page of the VM, reachable or not, through
+    /// its unsync list (`UnsyncIndex`; other VMs' entries on a host-wide list walked
+    /// past), then one remote flush if anything was write-protected or dropped and one
+    /// local flush. A policy without a list has its pages found through the roots'
+    /// unsync-child bits instead.
+    public func syncEveryUnsyncPage() {
+        if let list = mmu.unsyncList { list.syncEveryPage(of: self) } else { syncCurrentRoots() }
+    }
+
     /// KVM's `kvm_mmu_sync_prev_roots`: frees cached roots that have unsync pages below.
     public func freeUnsyncCachedRoots() {
         var selection: RootSelection = []

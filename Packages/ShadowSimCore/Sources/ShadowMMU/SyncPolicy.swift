@@ -56,6 +56,36 @@ public enum LinkDecision: Sendable, Equatable {
     case linkUnsync
 }
 
+/// Where the engine keeps track of a VM's unsync pages, for a policy.
+public enum UnsyncIndex: Sendable, Equatable {
+    /// Nowhere but the unsync-child bits of their parents: a sync walks down from the
+    /// roots (KVM). The default.
+    case unsyncChildBits
+    /// Also on a list of the VM's unsync pages, under the VM's lock (the 2010 review's
+    /// correction): `ShadowVCPU.syncEveryUnsyncPage` walks it.
+    case perVMList
+    /// Also on one list shared by every VM of the host that asks for it, under a
+    /// host-wide lock (the April 2010 patch): a sync walks past other VMs' entries.
+    case hostWideList
+}
+
+/// A policy's answer to a MOV to CR3. The engine carries it out; a load with other
+/// PDPTEs (PAE) always frees the current root first.
+public enum RootLoadDecision: Sendable, Equatable {
+    /// KVM's `kvm_set_cr3`: switch to a cached root for the new CR3 when one fits (else
+    /// one is built on entry); a flushing load syncs what the root reaches (on entry),
+    /// flushes, and frees cached roots of the flushed PCID. The default.
+    case switchToCachedRoot
+    /// The same switch, but a flushing load only flushes: for a policy whose shadow
+    /// pages never fall behind the guest, so cached roots stay usable (pv-mmu).
+    case switchWithoutSync
+    /// 2010 KVM: a new CR3 frees every root (rebuilt, and so synced, on entry); a
+    /// flushing reload of the same CR3 syncs the current roots.
+    case freeAllRoots
+    /// The policy's own `cr3Loaded` does the work (xen-oos, experiments).
+    case policyHandles
+}
+
 /// A sync policy: the decisions a shadow MMU takes at each event, over the engine's
 /// mechanisms. The engine calls these hooks where KVM's own code makes the decision.
 ///
@@ -74,6 +104,10 @@ public protocol SyncPolicy: AnyObject {
     /// Called once, when the policy is attached to a VM's MMU.
     func attach(to mmu: ShadowMMU)
 
+    /// Called once, as the MMU goes away (the policy may outlive it): drop whatever
+    /// refers to it. `mmu` must not be kept.
+    func detach(from mmu: ShadowMMU)
+
     /// A leaf spte with write access is about to map `gfn`: how (see `WriteDecision`;
     /// KVM's `.unsyncAndAllow` by default).
     func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision
@@ -82,7 +116,11 @@ public protocol SyncPolicy: AnyObject {
     /// reachable from the fault path (see `LinkDecision`; `.syncFirst` by default).
     func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision
 
-    /// MOV to CR3 executed on `vcpu` (the architectural checks passed).
+    /// MOV to CR3 executed on `vcpu` (the architectural checks passed): what becomes of
+    /// its roots (see `RootLoadDecision`; KVM's `.switchToCachedRoot` by default).
+    func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision
+
+    /// For `RootLoadDecision.policyHandles` only: the policy switches roots itself.
     func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool)
 
     /// The vCPU is about to enter the guest with roots just built (KVM's `kvm_mmu_load`),
@@ -113,6 +151,16 @@ public protocol SyncPolicy: AnyObject {
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     var floodsLeafTables: Bool { get }
 
+    /// Where the engine keeps the VM's unsync pages (`.unsyncChildBits` by default). On a
+    /// list, the engine adds a page (one lock acquisition) as it goes unsync and removes
+    /// it as it leaves that state.
+    var unsyncIndex: UnsyncIndex { get }
+
+    /// The paravirtual page-table interface the guest kernel may use (`.none` by
+    /// default; pv-mmu's `.applyToEveryShadow`). A guest kernel that finds one batches
+    /// its page-table stores into update hypercalls (`GuestKernel.batchingUpdates`).
+    var pageTableHypercalls: PageTableHypercalls { get }
+
     /// Bookkeeping notifications, for policies that keep their own index.
     func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
     func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
@@ -126,8 +174,15 @@ extension SyncPolicy {
         .unsyncAndAllow
     }
     public func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .syncFirst }
+    public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision {
+        .switchToCachedRoot
+    }
+    public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {}
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     public var floodsLeafTables: Bool { false }
+    public var pageTableHypercalls: PageTableHypercalls { .none }
+    public var unsyncIndex: UnsyncIndex { .unsyncChildBits }
+    public func detach(from mmu: ShadowMMU) {}
     public func pagingModeChanged(_ vcpu: ShadowVCPU) {}
     public func guestProtectionFaultInjected(_ vcpu: ShadowVCPU, _ va: UInt64) {
         vcpu.resyncEntry(va, roots: .current, countAsInvlpg: false)
@@ -159,8 +214,10 @@ public enum PluginABI {
     /// Bumped whenever a type a plugin shares with the host changes (2: the
     /// `pagingModeChanged` hook; 3: `writeDecision` replaces `allowWritableMapping`
     /// and `emulateThisStore`, and the `guestProtectionFaultInjected` hook; 4: the
-    /// `linkDecision` hook).
-    @inlinable public static var version: Int32 { 4 }
+    /// `linkDecision` hook; 5: `rootLoadDecision`, `pageTableHypercalls`, the
+    /// hypercall counters, `detach`, `unsyncIndex`; `chargeLock` and `countPageSync` no
+    /// longer public).
+    @inlinable public static var version: Int32 { 5 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
     /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.

@@ -1,9 +1,10 @@
 import X86
 
 /// A list of unsync shadow pages, possibly shared by several VMs (the 2010 patch's
-/// global list). Entries leave in O(1) by tombstone; walking the list skips them.
+/// global list), kept by the engine for a policy's `UnsyncIndex`. Entries leave in
+/// O(1) by tombstone; walking the list skips them.
 ///
-/// Invariant: a page is on at most one list, at index `page.policyMark`, exactly while
+/// Invariant: a page is on at most one list, at index `page.listIndex`, exactly while
 /// it is unsync.
 public final class UnsyncList {
     struct Entry {
@@ -19,24 +20,24 @@ public final class UnsyncList {
     /// Live entries.
     public var count: Int { entries.count - holes }
 
-    public func append(_ page: ShadowPage, of mmu: ShadowMMU) {
-        page.policyMark = entries.count
+    func append(_ page: ShadowPage, of mmu: ShadowMMU) {
+        page.listIndex = entries.count
         entries.append(Entry(mmu: mmu, page: page))
     }
 
-    public func remove(_ page: ShadowPage) {
-        let i = page.policyMark
+    func remove(_ page: ShadowPage) {
+        let i = page.listIndex
         guard i >= 0, i < entries.count, entries[i]?.page === page else { return }
         entries[i] = nil
-        page.policyMark = -1
+        page.listIndex = -1
         holes += 1
         if holes > 64 && holes * 2 > entries.count { compact() }
     }
 
     /// Drops every entry of `mmu` (its VM is going away).
-    public func removeAll(of mmu: ShadowMMU) {
+    func removeAll(of mmu: ShadowMMU) {
         for (i, e) in entries.enumerated() where e?.mmu === mmu {
-            e?.page.policyMark = -1
+            e?.page.listIndex = -1
             entries[i] = nil
             holes += 1
         }
@@ -45,14 +46,14 @@ public final class UnsyncList {
 
     private func compact() {
         entries = entries.filter { $0 != nil }
-        for (i, e) in entries.enumerated() { e?.page.policyMark = i }
+        for (i, e) in entries.enumerated() { e?.page.listIndex = i }
         holes = 0
     }
 
     /// Syncs every listed page of `vcpu`'s VM, reachable or not (the 2010 proposal), then
     /// one remote flush if anything was write-protected or dropped and one local flush.
     /// Entries of other VMs are walked past: that work is charged to the lock.
-    public func syncEveryPage(of vcpu: ShadowVCPU) {
+    func syncEveryPage(of vcpu: ShadowVCPU) {
         let mmu = vcpu.mmu
         var mine: [ShadowPage] = []
         var others: UInt64 = 0

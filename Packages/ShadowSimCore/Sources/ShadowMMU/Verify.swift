@@ -132,5 +132,9 @@ extension ShadowMMU {
         if sp.unsyncChildren != sp.unsyncBitCount {
             problems.append("\(name()): unsyncChildren \(sp.unsyncChildren) but \(sp.unsyncBitCount) bits set")
         }
+        // 4. A policy's unsync list holds exactly the unsync pages.
+        if unsyncList != nil && (sp.listIndex >= 0) != sp.unsync {
+            problems.append("\(name()): \(sp.unsync ? "unsync but not" : "synced but still") on the unsync list")
+        }
     }
 }

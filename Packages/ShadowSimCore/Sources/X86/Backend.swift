@@ -33,6 +33,18 @@ public protocol VCPUBackend: AnyObject {
     func invlpg(_ vcpu: VCPU, _ va: UInt64) throws(MachineError)
     /// INVPCID whose operands passed the architectural checks.
     func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64) throws(MachineError)
+    /// Whether `hypercall` is answered (a paravirtual MMU; none by default).
+    var offersPageTableHypercalls: Bool { get }
+    /// A paravirtual MMU hypercall whose checks passed (an update's stores have landed).
+    /// Returns the vCPUs a flush reached.
+    func hypercall(_ vcpu: VCPU, _ call: Hypercall) throws(MachineError) -> [VCPU]
+}
+
+extension VCPUBackend {
+    public var offersPageTableHypercalls: Bool { false }
+    public func hypercall(_ vcpu: VCPU, _ call: Hypercall) throws(MachineError) -> [VCPU] {
+        throw .unsupported("no paravirtual MMU here: the VM's policy offers no page-table hypercalls")
+    }
 }
 
 /// The processor on its own: TLB misses walk the guest tables, and control

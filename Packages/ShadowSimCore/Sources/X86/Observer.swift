@@ -6,6 +6,8 @@ public enum ControlEvent: Sendable {
     case eferWrite(previous: UInt64)
     case invlpg(UInt64)
     case invpcid(InvpcidType, pcid: UInt16, address: UInt64)
+    /// A paravirtual flush hypercall (made by vCPU `by`) reached this vCPU.
+    case flushHypercall(FlushScope, by: Int)
 }
 
 /// A guest instruction about to execute, as an observer sees it before any of its
@@ -23,6 +25,7 @@ public enum GuestInstruction: Sendable, Equatable {
     case writeCR0(UInt64)
     case writeCR4(UInt64)
     case writeEFER(UInt64)
+    case hypercall(Hypercall)
 }
 
 /// Watches a machine's architectural events: every store before it lands (guest or

@@ -24,12 +24,6 @@ final class ExperimentPolicy: SyncPolicy {
         lazy ? .unsyncAndAllow : mmu.isWriteTracked(gfn) || !mmu.shadowPages(of: gfn).isEmpty ? .keepProtected : .allow
     }
 
-    func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
-        if pdptesChanged { vcpu.freeRoots(.current) }
-        if vcpu.vcpu.cr3 != previousCR3 { _ = vcpu.switchRoot(to: vcpu.vcpu.cr3) }
-        if !noFlush { vcpu.invalidatePCIDRoots(vcpu.vcpu.currentPCID) }
-    }
-
     func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { vcpu.syncCurrentRoots() }
 
     func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {

@@ -14,6 +14,7 @@ public final class FlushOnReuse: SyncPolicy {
     public init() {}
     public func attach(to mmu: ShadowMMU) {}
 
+    public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision { .policyHandles }
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
         let cr3 = vcpu.vcpu.cr3
         if pdptesChanged { vcpu.freeRoots(.current) }

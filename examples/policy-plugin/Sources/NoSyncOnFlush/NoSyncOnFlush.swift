@@ -16,6 +16,7 @@ public final class NoSyncOnFlush: SyncPolicy {
     public func attach(to mmu: ShadowMMU) {}
 
     /// The mistake: the root is switched, and that is all.
+    public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision { .policyHandles }
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
         if pdptesChanged { vcpu.freeRoots(.current) }
         if vcpu.vcpu.cr3 != previousCR3 { vcpu.switchRoot(to: vcpu.vcpu.cr3) }

@@ -39,7 +39,7 @@ extension LinuxKernel {
         copy.fileOfDescriptor = mm.fileOfDescriptor
         copy.areas = mm.areas
         for area in mm.areas.areas where area.hasAnonPages {
-            try forEachPTE(mm, area.start, area.end) { (va, slot, pte) throws(MachineError) in
+            try lazyMMU(cpu) { () throws(MachineError) in try forEachPTE(mm, area.start, area.end) { (va, slot, pte) throws(MachineError) in
                 guard Self.mapsPage(pte) else { return }
                 var childValue = pte & ~PTE.accessed
                 if !area.shared && pte & PTE.writable != 0 {
@@ -54,7 +54,7 @@ extension LinuxKernel {
                 let childSlot = try pteAddress(cpu, copy, va)
                 try storeEntry(cpu, copy, childSlot, childValue, level: 1)
                 stats.pagesCopiedAtFork += 1
-            }
+            } }
         }
         // dup_mmap ends with flush_tlb_mm(oldmm), whatever it changed.
         try flushRange(cpu, mm, start: 0, end: Self.flushAll, freedTables: true)
@@ -170,8 +170,8 @@ extension LinuxKernel {
             try switchMM(other, to: initMM)
             stats.forcedSwitches += 1
         }
-        try kernel.freeFrame(mm.pgd)
-        if let user = mm.userPGD { try kernel.freeFrame(user) }
+        try kernel.freeTable(mm.pgd, by: vcpu(cpu))
+        if let user = mm.userPGD { try kernel.freeTable(user, by: vcpu(cpu)) }
         stats.pageTablesFreed += mm.userPGD == nil ? 1 : 2
     }
 }

@@ -221,16 +221,20 @@ public final class LinuxKernel {
         let v = vcpu(cpu)
         let pgd = try kernel.allocateTable(by: v)
         let kernelTop = kernel.kernelSpace.root
-        for i in LinuxKernel.kernelPGDBoundary..<512 {
-            let e = machine.memory.load(kernelTop + UInt64(i * 8), size: 8)
-            if e != 0 { try kernel.storeEntry(pgd + UInt64(i * 8), e, by: v) }
-        }
-        let userPGD: UInt64? = options.kpti ? try kernel.allocateTable(by: v) : nil
-        let physmapSlot = kernel.layout.physmapTopIndex
-        if physmapSlot < LinuxKernel.kernelPGDBoundary {
-            // A user-mode physmap (the kvm backend's layout): in every PGD, as GuestKernel puts it.
-            let e = machine.memory.load(kernelTop + UInt64(physmapSlot * 8), size: 8)
-            for table in [pgd] + (userPGD.map { [$0] } ?? []) { try kernel.storeEntry(table + UInt64(physmapSlot * 8), e, by: v) }
+        var userPGD: UInt64?
+        // One batch under a paravirtual MMU.
+        try lazyMMU(cpu) { () throws(MachineError) in
+            for i in LinuxKernel.kernelPGDBoundary..<512 {
+                let e = kernel.loadEntry(kernelTop + UInt64(i * 8))
+                if e != 0 { try kernel.storeEntry(pgd + UInt64(i * 8), e, by: v) }
+            }
+            if options.kpti { userPGD = try kernel.allocateTable(by: v) }
+            let physmapSlot = kernel.layout.physmapTopIndex
+            if physmapSlot < LinuxKernel.kernelPGDBoundary {
+                // A user-mode physmap (the kvm backend's layout): in every PGD, as GuestKernel puts it.
+                let e = kernel.loadEntry(kernelTop + UInt64(physmapSlot * 8))
+                for table in [pgd] + (userPGD.map { [$0] } ?? []) { try kernel.storeEntry(table + UInt64(physmapSlot * 8), e, by: v) }
+            }
         }
         let mm = LinuxMM(contextID: nextContextID, pgd: pgd, userPGD: userPGD)
         mm.nextTrim = now + 1_000_000

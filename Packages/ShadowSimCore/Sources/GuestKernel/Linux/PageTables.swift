@@ -19,7 +19,13 @@ extension LinuxKernel {
 
     func index(_ va: UInt64, _ level: Int) -> UInt64 { (va >> UInt64(12 + 9 * (level - 1))) & 511 }
 
-    func load(_ address: UInt64) -> UInt64 { machine.memory.load(address, size: 8) }
+    func load(_ address: UInt64) -> UInt64 { kernel.loadEntry(address) }
+
+    /// `arch_enter_lazy_mmu_mode` … `arch_leave_lazy_mmu_mode`: under a paravirtual MMU
+    /// the stores `body` makes on `cpu` go to the hypervisor as one batch at the end.
+    func lazyMMU(_ cpu: Int, _ body: () throws(MachineError) -> Void) throws(MachineError) {
+        try kernel.batchingUpdates(by: vcpu(cpu), body)
+    }
 
     /// A store to a page-table entry by `cpu` through the physmap. A PGD slot of the user
     /// half goes to the user PGD too under KPTI, and the kernel's copy gets NX
@@ -177,8 +183,12 @@ extension LinuxKernel {
 
     /// `unmap_vmas` over `[start, end)`: every PTE there cleared.
     func zap(_ cpu: Int, _ mm: LinuxMM, _ start: UInt64, _ end: UInt64, _ gather: inout Gather) throws(MachineError) {
-        try forEachPTE(mm, start, end) { (va, address, pte) throws(MachineError) in
-            try clearPTE(cpu, mm, va, address, pte, &gather)
+        var g = gather
+        defer { gather = g }
+        try lazyMMU(cpu) { () throws(MachineError) in
+            try forEachPTE(mm, start, end) { (va, address, pte) throws(MachineError) in
+                try clearPTE(cpu, mm, va, address, pte, &g)
+            }
         }
     }
 
@@ -188,7 +198,13 @@ extension LinuxKernel {
     /// `cleared`, every PTE of the hole is known to be zero already.
     func freeTables(_ cpu: Int, _ mm: LinuxMM, _ start: UInt64, _ end: UInt64, floor: UInt64, ceiling: UInt64,
                     cleared: Bool = false, _ gather: inout Gather) throws(MachineError) {
-        try freeLevel(cpu, mm, table: mm.pgd, level: machine.mode.levels, base: 0, start, end, floor, ceiling, cleared, &gather)
+        // Entries cleared and tables released in one batch under a paravirtual MMU (a
+        // table's own entries are read before anything below it is queued).
+        var g = gather
+        defer { gather = g }
+        try lazyMMU(cpu) { () throws(MachineError) in
+            try freeLevel(cpu, mm, table: mm.pgd, level: machine.mode.levels, base: 0, start, end, floor, ceiling, cleared, &g)
+        }
     }
 
     /// Frees the tables below `table` (at `level`, mapping from `base`) that lie in the
@@ -228,7 +244,7 @@ extension LinuxKernel {
                 continue
             }
             try storeEntry(cpu, mm, address, 0, level: level)
-            try kernel.freeFrame(below)
+            try kernel.freeTable(below, by: vcpu(cpu))
             stats.pageTablesFreed += 1
             gather.add(entryBase, entryBase + 4096)
             gather.clearedTables = true

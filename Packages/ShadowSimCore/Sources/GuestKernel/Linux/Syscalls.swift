@@ -150,7 +150,7 @@ extension LinuxKernel {
             var area = old
             area.protection = protection
             mm.areas.update(old.start, old.end) { $0.protection = protection }
-            try forEachPTE(mm, old.start, old.end) { (va, slot, pte) throws(MachineError) in
+            try lazyMMU(cpu) { () throws(MachineError) in try forEachPTE(mm, old.start, old.end) { (va, slot, pte) throws(MachineError) in
                 guard Self.mapsPage(pte) else { return }
                 let new = modifiedPTE(pte, area)
                 try storeEntry(cpu, mm, slot, 0, level: 1)
@@ -159,7 +159,7 @@ extension LinuxKernel {
                     gather.add(va, va + 4096)
                     gather.clearedPTEs = true
                 }
-            }
+            } }
         }
         try finish(gather, cpu, mm)
     }
@@ -212,13 +212,13 @@ extension LinuxKernel {
                 try zap(cpu, mm, area.start, area.end, &gather)
             case .free:
                 guard !area.shared, case .anonymous = area.backing else { continue }
-                try forEachPTE(mm, area.start, area.end) { (va, slot, pte) throws(MachineError) in
+                try lazyMMU(cpu) { () throws(MachineError) in try forEachPTE(mm, area.start, area.end) { (va, slot, pte) throws(MachineError) in
                     guard pte & PTE.present != 0, anonymousMapCount[pte & Self.frameMask] == 1,
                           pte & (PTE.accessed | PTE.dirty) != 0 else { return }
                     try storeEntry(cpu, mm, slot, pte & ~(PTE.accessed | PTE.dirty), level: 1)
                     gather.add(va, va + 4096)
                     gather.clearedPTEs = true
-                }
+                } }
             }
             try finish(gather, cpu, mm)
         }
@@ -259,12 +259,12 @@ extension LinuxKernel {
         while chunk < address + moved {
             let chunkEnd = min(address + moved, (chunk & ~(Self.span(2) - 1)) + Self.span(2))
             var anyPresent = false
-            try forEachPTE(mm, chunk, chunkEnd) { (va, slot, pte) throws(MachineError) in
+            try lazyMMU(cpu) { () throws(MachineError) in try forEachPTE(mm, chunk, chunkEnd) { (va, slot, pte) throws(MachineError) in
                 try storeEntry(cpu, mm, slot, 0, level: 1)
                 let newSlot = try pteAddress(cpu, mm, target + (va - address))
                 try storeEntry(cpu, mm, newSlot, pte, level: 1)
                 if pte & PTE.present != 0 { anyPresent = true }
-            }
+            } }
             if anyPresent { try flushRange(cpu, mm, start: chunk, end: chunkEnd, freedTables: true) }
             chunk = chunkEnd
         }
