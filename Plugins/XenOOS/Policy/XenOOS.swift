@@ -40,8 +40,8 @@ public final class XenOOS: SyncPolicy {
         // write" before re-propagating, so a table that maps itself stays protected).
         if pages.count == 1 && page.unsync { return request.synchronizing ? .keepProtected : .allow }
         guard !request.synchronizing, !request.prefetch, pages.count == 1, page.level == 1,
-              let vcpu = request.vcpu else { return .keepProtected }
-        takeSlot(for: page, on: vcpu)
+              let v = request.vcpuIndex else { return .keepProtected }
+        takeSlot(for: page, on: mmu.vcpus[v])
         // The mapping becomes writable, but Xen re-executes natively only a supervisor
         // store: the user-mode store that unsynced the table is emulated.
         return request.userWrite ? .allowAndEmulateThisStore : .allow

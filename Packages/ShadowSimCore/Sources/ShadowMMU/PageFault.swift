@@ -233,7 +233,7 @@ extension ShadowVCPU {
             break
         }
         let isWrite = kind == .write
-        if isWrite && mmu.isWriteTracked(walk.gfn) && !mmu.has(.upperLevelUnsync) {
+        if isWrite && mmu.isWriteTracked(walk.gfn) && !mmu.injected.omits(.upperLevelTable) {
             // A store to an upper-level table: always emulated.
             clearFloodingOnPath(va)
             stats.pfEmulate &+= 1
@@ -302,7 +302,7 @@ extension ShadowVCPU {
             if t.rights.contains(.user) { access |= Access.user }
             if !t.rights.contains(.executeDisable) { access |= Access.exec }
             // A clean leaf gets a read-only spte unless this is the write that dirties it.
-            if kind != .write && walk.entries[t.leafLevel] & PTE.dirty == 0 && !mmu.has(.dirtyCleanLeafWritable) {
+            if kind != .write && walk.entries[t.leafLevel] & PTE.dirty == 0 && !mmu.injected.omits(.dirtyCleanLeaf) {
                 access &= ~Access.write
             }
             walk.pteAccess = access
@@ -527,7 +527,7 @@ extension ShadowMMU {
                 return
             }
             guard let (first, count) = writtenSPTEs(sp, gpa: gpa) else { return }
-            for i in first..<(first + count) where !has(.emulatedWriteKeepsSPTE) {
+            for i in first..<(first + count) where !injected.omits(.emulatedWrite) {
                 let spte = sp.spt[i]
                 zapSPTE(sp, i)
                 if newEntry != 0 && sp.level != 1 { stats.mmuPDEZapped &+= 1 }

@@ -78,7 +78,7 @@ extension ShadowMMU {
             forEachShadowPage(of: address >> 12) { sp in
                 guard let (first, count) = writtenSPTEs(sp, gpa: address) else { return }
                 reached += 1
-                if reached > 1 && has(.pvUpdateFirstShadowOnly) { return }
+                if reached > 1 && injected.omits(.paravirtualOtherShadows) { return }
                 for i in first..<(first + count) {
                     if sp.level == 1 {
                         let r = syncSPTE(sp, i, vcpu: vcpu)

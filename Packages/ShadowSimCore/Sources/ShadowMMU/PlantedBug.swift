@@ -1,5 +1,7 @@
 /// Bugs the engine can be told to have, most modelled on real KVM bugs, to prove that
 /// the checker, the scenario suite and the fuzzer catch them. Never on unless asked for.
+/// Each breaks one step of the engine, through the fault-injection seam
+/// (`FaultInjection`), not by a branch of its own in the engine's code.
 public enum PlantedBug: String, CaseIterable, Sendable {
     /// Write-protecting a newly shadowed table skips the remote TLB flush.
     case skipRemoteFlushAfterWriteProtect = "skip-remote-flush-after-write-protect"

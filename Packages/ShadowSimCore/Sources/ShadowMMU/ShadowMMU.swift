@@ -1,21 +1,5 @@
 import X86
 
-/// A guest frame number as a dictionary key, hashed with a multiply and shifts rather
-/// than SipHash: the engine looks frames up several times per shadow fault.
-public struct GFNKey: Hashable, Sendable {
-    public let gfn: UInt64
-    @inlinable public init(_ gfn: UInt64) { self.gfn = gfn }
-
-    public func hash(into hasher: inout Hasher) { hasher.combine(gfn) }
-
-    public func _rawHashValue(seed: Int) -> Int {
-        var x = gfn ^ UInt64(truncatingIfNeeded: seed)
-        x = (x ^ (x >> 31)) &* 0x7FB5_D329_728E_A185
-        x = (x ^ (x >> 27)) &* 0x81DA_DEF4_BC2D_D44D
-        return Int(truncatingIfNeeded: x ^ (x >> 33))
-    }
-}
-
 /// What the VMs of one simulation share: the host. Host-wide state (the unsync list
 /// under a global lock) lives here, so separate simulations in one process never see
 /// each other.
@@ -89,13 +73,13 @@ public final class ShadowMMU {
     var freeIDs: [Int32] = []
     var serial: UInt64 = 0
     /// The newest page hashed under each gfn; `hashNext` chains to the older ones (-1 ends).
-    var hash: [GFNKey: Int32] = [:]
+    var hash = FrameMap<Int32>()
     var hashNext: [Int32] = []
     let rmap: ReverseMap
     /// Gfns of upper-level shadow pages (KVM's write tracking): never writable.
-    var writeTracked: [GFNKey: Int] = [:]
+    var writeTracked = FrameMap<Int>()
     /// Shadowed gfns per 2 MiB and 1 GiB region: no large spte may cover them.
-    var disallowLarge: [GFNKey: Int] = [:]
+    var disallowLarge = FrameMap<Int>()
     var indirectShadowPages = 0
     /// Creation order of pages (oldest first: KVM's active list), with holes for pages
     /// zapped since. A slot names the page by id *and* serial: ids are reused, and a hole
@@ -122,8 +106,8 @@ public final class ShadowMMU {
     unowned(unsafe) var actingVCPU: ShadowVCPU?
     /// `policy.shadowsGuestTables`, read once (a witness call per TLB miss otherwise).
     let shadowsGuestTables: Bool
-    /// Whether any bug is planted (so `has` costs one test in a normal run).
-    let anyPlantedBug: Bool
+    /// The planted bugs, as the steps they break (FaultInjection.swift).
+    let injected: FaultInjection
     /// The list the VM's unsync pages are also on (`policy.unsyncIndex`): the VM's own,
     /// the host's, or none. Invariant: a page is on it exactly while it is unsync.
     let unsyncList: UnsyncList?
@@ -158,7 +142,7 @@ public final class ShadowMMU {
         self.configuration = configuration
         self.host = host
         shadowsGuestTables = policy.shadowsGuestTables
-        anyPlantedBug = !configuration.plantedBugs.isEmpty
+        injected = FaultInjection(configuration.plantedBugs)
         switch policy.unsyncIndex {
         case .unsyncChildBits: unsyncList = nil
         case .perVMList: unsyncList = UnsyncList()
@@ -199,10 +183,6 @@ public final class ShadowMMU {
     public var mode: PagingMode { machine.mode }
     public var usedShadowPages: Int { Int(stats.shadowPages) }
 
-    /// Whether `bug` was planted.
-    @inline(__always) public func has(_ bug: PlantedBug) -> Bool {
-        anyPlantedBug && configuration.plantedBugs.contains(bug)
-    }
 
     public func page(_ id: Int32) -> ShadowPage? {
         id >= 0 && Int(id) < pages.count ? pages[Int(id)] : nil
@@ -218,14 +198,14 @@ public final class ShadowMMU {
     /// Whether some valid page shadows guest table `gfn` (`shadowPages(of:)` is not
     /// empty), without building the list.
     public func isShadowed(_ gfn: UInt64) -> Bool {
-        guard let newest = hash[GFNKey(gfn)] else { return false }
+        guard let newest = hash[gfn] else { return false }
         return HashChain(id: newest, links: hashNext).contains { page($0).map { !$0.role.invalid && $0.hasGPTEs } ?? false }
     }
 
     /// Calls `body` with each page of `shadowPages(of:)`, allocating nothing. `body` may
     /// zap pages (they stay hashed until `commitZaps`).
     @inline(__always) func forEachShadowPage(of gfn: UInt64, _ body: (ShadowPage) -> Void) {
-        guard let newest = hash[GFNKey(gfn)] else { return }
+        guard let newest = hash[gfn] else { return }
         for id in HashChain(id: newest, links: hashNext) {
             guard let sp = page(id), !sp.role.invalid, sp.hasGPTEs else { continue }
             body(sp)
@@ -237,7 +217,7 @@ public final class ShadowMMU {
     public var reverseMapBytes: Int { rmap.residentBytes }
 
     /// Ids of the pages hashed under `gfn`, newest first.
-    func hashChain(_ gfn: UInt64) -> HashChain { HashChain(id: hash[GFNKey(gfn)] ?? -1, links: hashNext) }
+    func hashChain(_ gfn: UInt64) -> HashChain { HashChain(id: hash[gfn] ?? -1, links: hashNext) }
 
     struct HashChain: Sequence, IteratorProtocol {
         var id: Int32
@@ -250,7 +230,7 @@ public final class ShadowMMU {
     }
 
     private func unhash(_ sp: ShadowPage) {
-        let key = GFNKey(sp.gfn)
+        let key = sp.gfn
         guard let head = hash[key] else { return }
         let after = hashNext[Int(sp.id)]
         if head == sp.id {
@@ -264,7 +244,7 @@ public final class ShadowMMU {
     }
 
     /// Whether `gfn` is shadowed at an upper level (and so must stay read-only).
-    public func isWriteTracked(_ gfn: UInt64) -> Bool { (writeTracked[GFNKey(gfn)] ?? 0) > 0 }
+    public func isWriteTracked(_ gfn: UInt64) -> Bool { (writeTracked[gfn] ?? 0) > 0 }
 
     /// Every shadow page not yet freed (zapped roots awaiting release included), oldest
     /// first.
@@ -290,7 +270,7 @@ public final class ShadowMMU {
     /// The policy's link decision, unless a planted bug overrides it (the seam through
     /// which `link-unsync-without-sync` is injected).
     func linkDecision(for sp: ShadowPage) -> LinkDecision {
-        has(.linkUnsyncWithoutSync) ? .linkUnsync : policy.linkDecision(for: sp, in: self)
+        injected.omits(.beforeLink) ? .linkUnsync : policy.linkDecision(for: sp, in: self)
     }
 
     // MARK: Lookup and allocation (kvm_mmu_get_shadow_page)
@@ -337,8 +317,8 @@ public final class ShadowMMU {
         sptTable[Int(id)] = sp.spt
         levelTable[Int(id)] = UInt8(role.level)
         if hashNext.count <= Int(id) { hashNext.append(contentsOf: repeatElement(-1, count: Int(id) + 1 - hashNext.count)) }
-        hashNext[Int(id)] = hash[GFNKey(gfn)] ?? -1
-        hash[GFNKey(gfn)] = id
+        hashNext[Int(id)] = hash[gfn] ?? -1
+        hash[gfn] = id
         activeOrder.append(ActiveSlot(id: id, serial: sp.serial))
         stats.shadowPages &+= 1
         if sp.hasGPTEs { accountShadowed(sp) }
@@ -349,11 +329,11 @@ public final class ShadowMMU {
     /// forbids large sptes over it and write-protects its existing mappings.
     private func accountShadowed(_ sp: ShadowPage) {
         indirectShadowPages += 1
-        if sp.level > 1 { writeTracked[GFNKey(sp.gfn), default: 0] += 1 }
-        disallowLarge[GFNKey(sp.gfn >> 9 | 1 << 62), default: 0] += 1
-        disallowLarge[GFNKey(sp.gfn >> 18 | 1 << 63), default: 0] += 1
-        if has(.writableSPTEToNewTable) { return }
-        if writeProtect(gfn: sp.gfn) && !has(.skipRemoteFlushAfterWriteProtect) { flushRemoteTLBs() }
+        if sp.level > 1 { writeTracked[sp.gfn, default: 0] += 1 }
+        disallowLarge[sp.gfn >> 9 | 1 << 62, default: 0] += 1
+        disallowLarge[sp.gfn >> 18 | 1 << 63, default: 0] += 1
+        if injected.omits(.newTable) { return }
+        if writeProtect(gfn: sp.gfn) && !injected.omits(.remoteAfterWriteProtect) { flushRemoteTLBs() }
     }
 
     private func unaccountShadowed(_ sp: ShadowPage) {
@@ -363,8 +343,8 @@ public final class ShadowMMU {
         decrement(&disallowLarge, sp.gfn >> 18 | 1 << 63)
     }
 
-    private func decrement(_ table: inout [GFNKey: Int], _ gfn: UInt64) {
-        let key = GFNKey(gfn)
+    private func decrement(_ table: inout FrameMap<Int>, _ gfn: UInt64) {
+        let key = gfn
         guard let n = table[key] else { return }
         if n <= 1 { table[key] = nil } else { table[key] = n - 1 }
     }
@@ -373,8 +353,8 @@ public final class ShadowMMU {
     func largeMappingAllowed(gfn: UInt64, level: Int) -> Bool {
         if dirtyLogging { return false }
         switch level {
-        case 2: return disallowLarge[GFNKey(gfn >> 9 | 1 << 62)] == nil
-        case 3: return disallowLarge[GFNKey(gfn >> 18 | 1 << 63)] == nil
+        case 2: return disallowLarge[gfn >> 9 | 1 << 62] == nil
+        case 3: return disallowLarge[gfn >> 18 | 1 << 63] == nil
         default: return true
         }
     }
@@ -444,7 +424,7 @@ public final class ShadowMMU {
     @discardableResult
     public func writeProtect(gfn: UInt64) -> Bool {
         var changed = false
-        forEachLeafSPTE(mapping: gfn, includingLarge: !has(.writeProtectSkipsLargeSPTEs)) { sp, index in
+        forEachLeafSPTE(mapping: gfn, includingLarge: !injected.omits(.largeSPTEsOverNewTable)) { sp, index in
             let spte = sp.spt[index]
             if spte & SPTE.writable != 0 {
                 sp.spt[index] = spte & ~SPTE.writable
@@ -466,8 +446,8 @@ public final class ShadowMMU {
         sp.unsync = true
         noteChange(sp.id)
         stats.unsyncEvents &+= 1
-        stats.mmuUnsync &+= has(.miscountUnsync) ? 2 : 1
-        if !has(.forgetMarkParentsUnsync) { markParentsUnsync(sp) }
+        stats.mmuUnsync &+= injected.corrupts(.unsyncCount) ? 2 : 1
+        if !injected.corrupts(.parentUnsyncBits) { markParentsUnsync(sp) }
         if let unsyncList {
             chargeLock(work: 1)
             unsyncList.append(sp, of: self)
@@ -481,8 +461,8 @@ public final class ShadowMMU {
     public func unsyncLeafShadows(of gfn: UInt64, _ request: WritableMappingRequest) -> Bool {
         // Most frames are not guest tables: one lookup settles it (a write-tracked frame
         // is hashed too).
-        guard let newest = hash[GFNKey(gfn)] else { return true }
-        if isWriteTracked(gfn) && !has(.upperLevelUnsync) { return false }
+        guard let newest = hash[gfn] else { return true }
+        if isWriteTracked(gfn) && !injected.omits(.upperLevelTable) { return false }
         for id in HashChain(id: newest, links: hashNext) {
             guard let page = page(id), !page.role.invalid, page.hasGPTEs else { continue }
             if request.synchronizing { return false }
@@ -623,7 +603,7 @@ public final class ShadowMMU {
         sp.parents.removeAll()
         noteChange(sp.id)
         if !sp.role.invalid && sp.hasGPTEs { unaccountShadowed(sp) }
-        if sp.unsync && !has(.zapKeepsUnsync) { unlinkUnsync(sp) }
+        if sp.unsync && !injected.corrupts(.unsyncOnZap) { unlinkUnsync(sp) }
         if sp.onActiveList { removeFromActive(sp) }
         if sp.rootCount == 0 {
             zapped += 1

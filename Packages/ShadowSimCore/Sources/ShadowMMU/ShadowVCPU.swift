@@ -129,7 +129,7 @@ public final class ShadowVCPU: VCPUBackend {
         if pending.contains(.flushCurrent) {
             pending.remove(.flushCurrent)
             stats.tlbFlush &+= 1
-            if !mmu.has(.dropLocalFlushAfterSync) { vcpu.tlb.flushAll() }
+            if !mmu.injected.omits(.localAfterSync) { vcpu.tlb.flushAll() }
         }
         if pending.contains(.flushGuest) {
             // Even when the current root has gone (a PAE PDPTE reload freed it): the
@@ -284,7 +284,7 @@ public final class ShadowVCPU: VCPUBackend {
     /// flushes; cached roots of that PCID are freed (with PCIDs on).
     public func invalidatePCIDRoots(_ target: UInt16) {
         if vcpu.currentPCID == target {
-            if !(mmu.has(.reuseCachedRootWithoutSync) && lastSwitchReusedRoot) { request(.syncRoots) }
+            if !(mmu.injected.omits(.reusedCachedRoot) && lastSwitchReusedRoot) { request(.syncRoots) }
             request(.flushCurrent)
         }
         guard vcpu.cr4 & CR4.pcide != 0 else { return }
@@ -325,7 +325,7 @@ public final class ShadowVCPU: VCPUBackend {
     /// KVM's `__kvm_mmu_invalidate_addr` over the selected roots: in every unsync page
     /// on the path of `va`, re-derive that one spte (the page stays unsync).
     public func resyncEntry(_ va: UInt64, roots: RootSelection, countAsInvlpg: Bool = true) {
-        let roots = mmu.has(.invlpgCurrentRootOnly) ? roots.intersection(.current) : roots
+        let roots = mmu.injected.omits(.cachedRootsAtInvalidation) ? roots.intersection(.current) : roots
         var slots: [RootSlot] = []
         if roots.contains(.current) { slots.append(root) }
         for i in previousRoots.indices where roots.contains(.previous(i)) { slots.append(previousRoots[i]) }

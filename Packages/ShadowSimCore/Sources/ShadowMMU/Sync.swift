@@ -56,7 +56,7 @@ extension ShadowMMU {
                            unbacked: unbacked,
                            reserved: vcpu.vcpu.controls.reservedBits(level: 1, isLeaf: true),
                            executeDisable: vcpu.vcpu.controls.executeDisableEnabled,
-                           cleanLeafWritable: has(.dirtyCleanLeafWritable), has4ByteGPTE: sp.role.has4ByteGPTE,
+                           cleanLeafWritable: injected.omits(.dirtyCleanLeaf), has4ByteGPTE: sp.role.has4ByteGPTE,
                            roleAccess: sp.role.access)
     }
 

@@ -13,16 +13,16 @@ public struct WritableMappingRequest {
     public var synchronizing: Bool
     /// The spte is speculative (prefetch), not the one the guest faulted on.
     public var prefetch: Bool
-    /// The vCPU whose fault or sync asks (nil for host-initiated work). Not retained: a
-    /// request lives only for the call it is made for.
-    public unowned(unsafe) var vcpu: ShadowVCPU?
+    /// The index of the vCPU whose fault or sync asks (`ShadowMMU.vcpus`; nil for
+    /// host-initiated work). An index, not a reference: a request holds nothing.
+    public var vcpuIndex: Int?
     /// The fault is a store at CPL 3.
     public var userWrite: Bool
 
     public init(synchronizing: Bool, prefetch: Bool, vcpu: ShadowVCPU?, userWrite: Bool = false) {
         self.synchronizing = synchronizing
         self.prefetch = prefetch
-        self.vcpu = vcpu
+        self.vcpuIndex = vcpu?.index
         self.userWrite = userWrite
     }
 }

@@ -64,7 +64,7 @@ public final class UnsyncList {
         mmu.chargeLock(work: UInt64(mine.count) + others, othersWork: others, listEntries: UInt64(mine.count) + others)
         var flush = false
         for page in mine { flush = mmu.syncUnsyncPage(page, vcpu: vcpu) || flush }
-        if mmu.has(.syncOtherVMsPages) {
+        if mmu.injected.corrupts(.otherVMsPagesOnListSync) {
             for e in entries.compactMap({ $0 }) where e.mmu !== mmu && e.page.unsync { e.mmu.markSynced(e.page) }
         }
         if flush { mmu.flushRemoteTLBs() }
