@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the shadow MMU with libFuzzer: bytes become a guest's operations on its page
-# tables (Sources/ShadowSimFuzzKit), run under every policy with the architectural
+# tables (Sources/Harnesses/ShadowSimFuzzKit), run under every policy with the architectural
 # checker on. A checker violation, a broken MMU invariant or a trap is a crash;
 # libFuzzer saves the input under .build-fuzz/findings/. At exit the run prints the
 # sync coverage per policy (unsync events, pages synced, INVLPG resyncs, ...).

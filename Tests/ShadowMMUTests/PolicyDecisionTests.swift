@@ -234,10 +234,6 @@ final class LinkUnsyncPolicy: SyncPolicy {
     var shadowsGuestTables: Bool { true }
     func attach(to mmu: ShadowMMU) { kvm.attach(to: mmu) }
     func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .linkUnsync }
-    func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { kvm.syncRoots(vcpu, becauseRootsWereBuilt: becauseRootsWereBuilt) }
-    func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) { kvm.invalidateAddress(vcpu, va, roots: roots) }
-    func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { kvm.invalidatePCID(vcpu, pcid) }
-    func guestTLBFlush(_ vcpu: ShadowVCPU) { kvm.guestTLBFlush(vcpu) }
 }
 
 @Suite struct LinkDecisions {

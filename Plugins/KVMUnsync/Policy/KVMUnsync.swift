@@ -5,6 +5,7 @@ import X86
 /// write fault; upper-level tables stay write-tracked and their writes are emulated;
 /// a flushing CR3 load syncs only the unsync pages the new root reaches; linking a
 /// page syncs it first; INVLPG re-derives one entry in the current and cached roots.
+/// Every answer is the engine's default, KVM's own: this page states them.
 public final class KVMUnsync: SyncPolicy {
     public let name = "kvm-unsync"
     public let summary = "modern KVM: leaves go unsync; a flushing CR3 load syncs only what the new root reaches"
@@ -14,11 +15,13 @@ public final class KVMUnsync: SyncPolicy {
     public init() {}
     public func attach(to mmu: ShadowMMU) {}
 
-    /// `mmu_try_to_unsync_pages`.
-    /// A store to a leaf table unsyncs it (the default `WriteDecision.unsyncAndAllow`).
+    /// `mmu_try_to_unsync_pages`: a store to a leaf table unsyncs it.
     public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision {
         .unsyncAndAllow
     }
+
+    /// Sync before link (KVM since 2021).
+    public func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .syncFirst }
 
     /// `kvm_set_cr3`: switch to a cached root if there is one; a flushing load syncs
     /// what the root reaches (on entry) and drops cached roots of the flushed PCID.
@@ -27,24 +30,17 @@ public final class KVMUnsync: SyncPolicy {
     }
 
     /// `kvm_mmu_sync_roots`: only pages reachable from the current roots.
-    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
-        vcpu.syncCurrentRoots()
-    }
+    public var rootSync: RootSync { .reachableFromRoots }
 
     /// `kvm_mmu_invalidate_addr`: one entry, in every selected root; pages stay unsync.
-    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
-        vcpu.flushHardwareAddress(va)
-        vcpu.resyncEntry(va, roots: roots)
-    }
+    public var addressInvalidation: AddressInvalidation { .resyncInSelectedRoots }
 
     /// `kvm_invalidate_pcid`.
-    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {
-        vcpu.invalidatePCIDRoots(pcid)
-    }
+    public var pcidInvalidation: PCIDInvalidation { .invalidatePCIDRoots }
 
     /// `kvm_vcpu_flush_tlb_guest`: sync the current roots, drop unsync cached roots.
-    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        vcpu.syncCurrentRoots()
-        vcpu.freeUnsyncCachedRoots()
-    }
+    public var guestFlush: GuestFlush { .syncRootsAndFreeUnsyncCachedRoots }
+
+    /// Unsync pages are found from the roots, through their parents' bits.
+    public var unsyncIndex: UnsyncIndex { .unsyncChildBits }
 }

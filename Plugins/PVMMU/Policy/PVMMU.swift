@@ -29,17 +29,11 @@ public final class PVMMU: SyncPolicy {
         .switchWithoutSync
     }
 
-    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {}
-
-    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
-        vcpu.flushHardwareAddress(va)
-    }
-
-    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {
-        vcpu.request(.flushCurrent)
-    }
-
-    public func guestTLBFlush(_ vcpu: ShadowVCPU) {}
+    /// Nothing to sync, anywhere: INVLPG and INVPCID only flush.
+    public var rootSync: RootSync { .nothing }
+    public var addressInvalidation: AddressInvalidation { .flushOnly }
+    public var pcidInvalidation: PCIDInvalidation { .flushCurrent }
+    public var guestFlush: GuestFlush { .nothing }
 
     /// Nothing to resync before the fault is injected: every spte matches its entry.
     public func guestProtectionFaultInjected(_ vcpu: ShadowVCPU, _ va: UInt64) {

@@ -14,8 +14,4 @@ public final class TDP: SyncPolicy {
     public func attach(to mmu: ShadowMMU) {}
 
     public func writeDecision(for gfn: UInt64, _ request: WritableMappingRequest, in mmu: ShadowMMU) -> WriteDecision { .allow }
-    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {}
-    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {}
-    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {}
-    public func guestTLBFlush(_ vcpu: ShadowVCPU) {}
 }

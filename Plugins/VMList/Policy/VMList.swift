@@ -32,20 +32,10 @@ public final class VMList: SyncPolicy {
         .freeAllRoots
     }
 
-    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {
-        vcpu.syncEveryUnsyncPage()
-    }
-
-    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
-        vcpu.flushHardwareAddress(va)
-        vcpu.resyncEntry(va, roots: .current)
-    }
-
-    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {
-        vcpu.request(.syncRoots)
-    }
-
-    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        vcpu.syncEveryUnsyncPage()
-    }
+    /// Every unsync page of the VM, reachable or not, at every root sync and guest flush.
+    public var rootSync: RootSync { .everyUnsyncPage }
+    public var guestFlush: GuestFlush { .syncEveryUnsyncPage }
+    /// INVLPG as 2010 KVM: one entry of the current root.
+    public var addressInvalidation: AddressInvalidation { .resyncInCurrentRoot }
+    public var pcidInvalidation: PCIDInvalidation { .requestRootSync }
 }

@@ -20,18 +20,9 @@ public final class WPEmulate: SyncPolicy {
         mmu.isWriteTracked(gfn) || mmu.isShadowed(gfn) ? .keepProtected : .allow
     }
 
-    /// Root switching as KVM does it (the default `RootLoadDecision`); the flush has
-    /// nothing to sync.
-
-    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {}
-
-    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
-        vcpu.flushHardwareAddress(va)
-    }
-
-    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {
-        vcpu.invalidatePCIDRoots(pcid)
-    }
-
-    public func guestTLBFlush(_ vcpu: ShadowVCPU) {}
+    /// Root switching as KVM does it (the default `RootLoadDecision`, and
+    /// `kvm_invalidate_pcid` for INVPCID); nothing is ever stale, so nothing to sync.
+    public var rootSync: RootSync { .nothing }
+    public var addressInvalidation: AddressInvalidation { .flushOnly }
+    public var guestFlush: GuestFlush { .nothing }
 }

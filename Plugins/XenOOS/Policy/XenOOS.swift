@@ -111,6 +111,11 @@ public final class XenOOS: SyncPolicy {
     /// `sh_update_cr3`: this vCPU's pages are resynced before the switch; after it,
     /// other vCPUs' pages are updated (on entry).
     public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision { .policyHandles }
+    /// Xen's resync rules are its own: every sync point below is the policy's.
+    public var rootSync: RootSync { .policyHandles }
+    public var addressInvalidation: AddressInvalidation { .policyHandles }
+    public var pcidInvalidation: PCIDInvalidation { .policyHandles }
+    public var guestFlush: GuestFlush { .policyHandles }
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {
         resyncOwn(vcpu)
         let cr3 = vcpu.vcpu.cr3

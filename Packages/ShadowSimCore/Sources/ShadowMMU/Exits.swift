@@ -135,7 +135,7 @@ extension ShadowVCPU {
         stats.exitsInvlpg &+= 1
         try exit { () throws(MachineError) in
             if mmu.tracing { mmu.trace("shadowsim_invlpg", vcpu: self, "gva \(ShadowMMU.hexDigits(va))") }
-            mmu.policy.invalidateAddress(self, va, roots: .all)
+            invalidate(va, roots: .all)
             stats.invlpg &+= 1
         }
     }
@@ -155,10 +155,10 @@ extension ShadowVCPU {
                 for i in previousRoots.indices where previousRoots[i].isValid && self.pcid(of: previousRoots[i].pgd) == pcid {
                     roots.insert(.previous(i))
                 }
-                if !roots.isEmpty { mmu.policy.invalidateAddress(self, address, roots: roots) }
+                if !roots.isEmpty { invalidate(address, roots: roots) }
                 stats.invlpg &+= 1
             case .singleContext:
-                mmu.policy.invalidatePCID(self, pcid)
+                invalidate(pcid: pcid)
             case .allContexts, .allContextsIncludingGlobals:
                 // Shadow pages do not mark global entries: "all but globals" is "all".
                 request(.flushGuest)

@@ -118,7 +118,7 @@ public final class ShadowVCPU: VCPUBackend {
         }
         if pending.contains(.syncRoots) {
             pending.remove(.syncRoots)
-            if root.isValid { mmu.policy.syncRoots(self, becauseRootsWereBuilt: false) }
+            if root.isValid { syncRoots(becauseRootsWereBuilt: false) }
         }
         pending.remove(.loadPGD)
         if pending.contains(.flushAll) {
@@ -137,7 +137,7 @@ public final class ShadowVCPU: VCPUBackend {
             // (KVM's kvm_vcpu_flush_tlb_guest syncs whatever roots exist).
             pending.remove(.flushGuest)
             stats.tlbFlush &+= 1
-            mmu.policy.guestTLBFlush(self)
+            serviceGuestFlush()
             vcpu.tlb.flushAll()
         }
     }
@@ -197,7 +197,7 @@ public final class ShadowVCPU: VCPUBackend {
             }
             root = RootSlot(page: -1, paeRoots: roots, pgd: cr3)
         }
-        mmu.policy.syncRoots(self, becauseRootsWereBuilt: true)
+        syncRoots(becauseRootsWereBuilt: true)
         vcpu.tlb.flushAll()
     }
 
@@ -311,6 +311,52 @@ public final class ShadowVCPU: VCPUBackend {
     /// unsync-child bits instead.
     public func syncEveryUnsyncPage() {
         if let list = mmu.unsyncList { list.syncEveryPage(of: self) } else { syncCurrentRoots() }
+    }
+
+    /// Carries out the policy's `RootSync`.
+    func syncRoots(becauseRootsWereBuilt built: Bool) {
+        switch mmu.policy.rootSync {
+        case .reachableFromRoots: syncCurrentRoots()
+        case .everyUnsyncPage: syncEveryUnsyncPage()
+        case .nothing: break
+        case .policyHandles: mmu.policy.syncRoots(self, becauseRootsWereBuilt: built)
+        }
+    }
+
+    /// Carries out the policy's `GuestFlush` (the hardware flush is the caller's).
+    func serviceGuestFlush() {
+        switch mmu.policy.guestFlush {
+        case .syncRootsAndFreeUnsyncCachedRoots:
+            syncCurrentRoots()
+            freeUnsyncCachedRoots()
+        case .syncEveryUnsyncPage: syncEveryUnsyncPage()
+        case .nothing: break
+        case .policyHandles: mmu.policy.guestTLBFlush(self)
+        }
+    }
+
+    /// Carries out the policy's `AddressInvalidation` for `va` in `roots`.
+    func invalidate(_ va: UInt64, roots: RootSelection) {
+        switch mmu.policy.addressInvalidation {
+        case .resyncInSelectedRoots:
+            flushHardwareAddress(va)
+            resyncEntry(va, roots: roots)
+        case .resyncInCurrentRoot:
+            flushHardwareAddress(va)
+            resyncEntry(va, roots: .current)
+        case .flushOnly: flushHardwareAddress(va)
+        case .policyHandles: mmu.policy.invalidateAddress(self, va, roots: roots)
+        }
+    }
+
+    /// Carries out the policy's `PCIDInvalidation` for `pcid`.
+    func invalidate(pcid: UInt16) {
+        switch mmu.policy.pcidInvalidation {
+        case .invalidatePCIDRoots: invalidatePCIDRoots(pcid)
+        case .requestRootSync: request(.syncRoots)
+        case .flushCurrent: request(.flushCurrent)
+        case .policyHandles: mmu.policy.invalidatePCID(self, pcid)
+        }
     }
 
     /// KVM's `kvm_mmu_sync_prev_roots`: frees cached roots that have unsync pages below.

@@ -27,65 +27,6 @@ public struct WritableMappingRequest {
     }
 }
 
-/// A policy's answer when a leaf spte with write access is about to map a frame (which
-/// may hold a shadowed guest table). The engine carries it out.
-public enum WriteDecision: Sendable, Equatable {
-    /// KVM's `mmu_try_to_unsync_pages`: the engine marks the frame's leaf shadow pages
-    /// unsync and maps it writable, or keeps the spte read-only where KVM does (a
-    /// write-tracked upper-level table, a sync in progress, a prefetch of a synced
-    /// table). The default.
-    case unsyncAndAllow
-    /// Map it writable as it is (the policy has done its own bookkeeping).
-    case allow
-    /// Keep the spte read-only: stores to the frame exit and are emulated.
-    case keepProtected
-    /// Map it writable, but emulate the store that asked (Xen re-executes only a
-    /// supervisor store natively).
-    case allowAndEmulateThisStore
-}
-
-/// A policy's answer when the fault path is about to make a shadow page reachable that
-/// is unsync, or has unsync pages below it: an unsync page found by lookup, or a child
-/// with unsync children linked into its parent.
-public enum LinkDecision: Sendable, Equatable {
-    /// Bring it up to date first (KVM since 2021's sync-before-link fix): the page
-    /// found is synced in place, the child's unsync descendants are synced. The default.
-    case syncFirst
-    /// Link it as it is: what it maps stays stale until a sync reaches it (KVM before
-    /// the fix; a policy choosing it must sync before the guest can use the entries).
-    case linkUnsync
-}
-
-/// Where the engine keeps track of a VM's unsync pages, for a policy.
-public enum UnsyncIndex: Sendable, Equatable {
-    /// Nowhere but the unsync-child bits of their parents: a sync walks down from the
-    /// roots (KVM). The default.
-    case unsyncChildBits
-    /// Also on a list of the VM's unsync pages, under the VM's lock (the 2010 review's
-    /// correction): `ShadowVCPU.syncEveryUnsyncPage` walks it.
-    case perVMList
-    /// Also on one list shared by every VM of the host that asks for it, under a
-    /// host-wide lock (the April 2010 patch): a sync walks past other VMs' entries.
-    case hostWideList
-}
-
-/// A policy's answer to a MOV to CR3. The engine carries it out; a load with other
-/// PDPTEs (PAE) always frees the current root first.
-public enum RootLoadDecision: Sendable, Equatable {
-    /// KVM's `kvm_set_cr3`: switch to a cached root for the new CR3 when one fits (else
-    /// one is built on entry); a flushing load syncs what the root reaches (on entry),
-    /// flushes, and frees cached roots of the flushed PCID. The default.
-    case switchToCachedRoot
-    /// The same switch, but a flushing load only flushes: for a policy whose shadow
-    /// pages never fall behind the guest, so cached roots stay usable (pv-mmu).
-    case switchWithoutSync
-    /// 2010 KVM: a new CR3 frees every root (rebuilt, and so synced, on entry); a
-    /// flushing reload of the same CR3 syncs the current roots.
-    case freeAllRoots
-    /// The policy's own `cr3Loaded` does the work (xen-oos, experiments).
-    case policyHandles
-}
-
 /// A sync policy: the decisions a shadow MMU takes at each event, over the engine's
 /// mechanisms. The engine calls these hooks where KVM's own code makes the decision.
 ///
@@ -123,18 +64,27 @@ public protocol SyncPolicy: AnyObject {
     /// For `RootLoadDecision.policyHandles` only: the policy switches roots itself.
     func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool)
 
-    /// The vCPU is about to enter the guest with roots just built (KVM's `kvm_mmu_load`),
-    /// or a sync of the current roots was requested (`KVM_REQ_MMU_SYNC`).
+    /// What syncs roots just built, or whose sync was requested (`RootSync`;
+    /// `.reachableFromRoots` by default).
+    var rootSync: RootSync { get }
+    /// What INVLPG or INVPCID of one address does (`AddressInvalidation`;
+    /// `.resyncInSelectedRoots` by default).
+    var addressInvalidation: AddressInvalidation { get }
+    /// What INVPCID of one context does (`PCIDInvalidation`; `.invalidatePCIDRoots`).
+    var pcidInvalidation: PCIDInvalidation { get }
+    /// What a flush of everything the guest may have cached does (`GuestFlush`;
+    /// `.syncRootsAndFreeUnsyncCachedRoots`).
+    var guestFlush: GuestFlush { get }
+
+    /// For `RootSync.policyHandles`: the vCPU is about to enter the guest with roots just
+    /// built (KVM's `kvm_mmu_load`), or a sync of the current roots was requested.
     func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool)
-
-    /// INVLPG of `va`, or INVPCID of one address (`roots` says which roots it covers).
+    /// For `AddressInvalidation.policyHandles`: INVLPG of `va`, or INVPCID of one
+    /// address (`roots` says which roots it covers).
     func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection)
-
-    /// INVPCID single context for `pcid`.
+    /// For `PCIDInvalidation.policyHandles`: INVPCID single context for `pcid`.
     func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16)
-
-    /// A flush of everything the guest may have cached: toggling CR4.PGE, clearing
-    /// CR4.PCIDE, INVPCID all-context (KVM_REQ_TLB_FLUSH_GUEST).
+    /// For `GuestFlush.policyHandles`: the guest flushed everything it may have cached.
     func guestTLBFlush(_ vcpu: ShadowVCPU)
 
     /// A change of CR0.WP, CR0.PG, CR4.PSE/PAE/LA57/SMEP/SMAP or EFER.NX/LME/LMA that
@@ -178,6 +128,14 @@ extension SyncPolicy {
         .switchToCachedRoot
     }
     public func cr3Loaded(_ vcpu: ShadowVCPU, previousCR3: UInt64, pdptesChanged: Bool, noFlush: Bool) {}
+    public var rootSync: RootSync { .reachableFromRoots }
+    public var addressInvalidation: AddressInvalidation { .resyncInSelectedRoots }
+    public var pcidInvalidation: PCIDInvalidation { .invalidatePCIDRoots }
+    public var guestFlush: GuestFlush { .syncRootsAndFreeUnsyncCachedRoots }
+    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) {}
+    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {}
+    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) {}
+    public func guestTLBFlush(_ vcpu: ShadowVCPU) {}
     /// Whether write flooding also zaps leaf tables (KVM exempts them: they can unsync).
     public var floodsLeafTables: Bool { false }
     public var pageTableHypercalls: PageTableHypercalls { .none }
@@ -216,8 +174,9 @@ public enum PluginABI {
     /// and `emulateThisStore`, and the `guestProtectionFaultInjected` hook; 4: the
     /// `linkDecision` hook; 5: `rootLoadDecision`, `pageTableHypercalls`, the
     /// hypercall counters, `detach`, `unsyncIndex`; `chargeLock` and `countPageSync` no
-    /// longer public).
-    @inlinable public static var version: Int32 { 5 }
+    /// longer public; 6: `rootSync`, `addressInvalidation`, `pcidInvalidation` and
+    /// `guestFlush`, their imperative hooks optional).
+    @inlinable public static var version: Int32 { 6 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
     /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.

@@ -24,17 +24,6 @@ final class ExperimentPolicy: SyncPolicy {
         lazy ? .unsyncAndAllow : mmu.isWriteTracked(gfn) || !mmu.shadowPages(of: gfn).isEmpty ? .keepProtected : .allow
     }
 
-    func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { vcpu.syncCurrentRoots() }
-
-    func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
-        vcpu.flushHardwareAddress(va)
-        vcpu.resyncEntry(va, roots: roots)
-    }
-
-    func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { vcpu.invalidatePCIDRoots(pcid) }
-
-    func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        vcpu.syncCurrentRoots()
-        vcpu.freeUnsyncCachedRoots()
-    }
+    // CR3 loads, root syncs, INVLPG, INVPCID and guest flushes: KVM's decisions, the
+    // engine's defaults (for the eager policy there is never anything to sync).
 }

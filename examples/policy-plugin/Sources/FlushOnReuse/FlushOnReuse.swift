@@ -26,19 +26,7 @@ public final class FlushOnReuse: SyncPolicy {
         if !noFlush { vcpu.invalidatePCIDRoots(vcpu.vcpu.currentPCID) }
     }
 
-    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { vcpu.syncCurrentRoots() }
-
-    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
-        vcpu.flushHardwareAddress(va)
-        vcpu.resyncEntry(va, roots: roots)
-    }
-
-    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { vcpu.invalidatePCIDRoots(pcid) }
-
-    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        vcpu.syncCurrentRoots()
-        vcpu.freeUnsyncCachedRoots()
-    }
+    // Root syncs, INVLPG, INVPCID and guest flushes: KVM's, the engine's defaults.
 }
 
 // The plugin's one versioned entry point pair.

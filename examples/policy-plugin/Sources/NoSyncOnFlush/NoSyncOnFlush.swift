@@ -22,19 +22,7 @@ public final class NoSyncOnFlush: SyncPolicy {
         if vcpu.vcpu.cr3 != previousCR3 { vcpu.switchRoot(to: vcpu.vcpu.cr3) }
     }
 
-    public func syncRoots(_ vcpu: ShadowVCPU, becauseRootsWereBuilt: Bool) { vcpu.syncCurrentRoots() }
-
-    public func invalidateAddress(_ vcpu: ShadowVCPU, _ va: UInt64, roots: RootSelection) {
-        vcpu.flushHardwareAddress(va)
-        vcpu.resyncEntry(va, roots: roots)
-    }
-
-    public func invalidatePCID(_ vcpu: ShadowVCPU, _ pcid: UInt16) { vcpu.invalidatePCIDRoots(pcid) }
-
-    public func guestTLBFlush(_ vcpu: ShadowVCPU) {
-        vcpu.syncCurrentRoots()
-        vcpu.freeUnsyncCachedRoots()
-    }
+    // Root syncs, INVLPG, INVPCID and guest flushes: KVM's, the engine's defaults.
 }
 
 @_cdecl("shadowsim_policy_abi")

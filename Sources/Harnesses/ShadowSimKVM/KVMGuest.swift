@@ -130,7 +130,7 @@ final class KVMGuest {
          control: [(cr0: UInt64, cr3: UInt64, cr4: UInt64, efer: UInt64)]) throws(BackendError) {
         var message = [CChar](repeating: 0, count: 256)
         guard let vm = ckvm_open(memoryBytes, Int32(vcpus), &message, message.count) else {
-            throw BackendError(String(cString: message))
+            throw BackendError(text(of: message))
         }
         self.vm = vm
         self.vcpus = vcpus

@@ -21,7 +21,7 @@ public struct KVMHost: Sendable {
     public static func probe() throws(BackendError) -> KVMHost {
         var message = [CChar](repeating: 0, count: 256)
         let features = ckvm_host_features(&message, message.count)
-        guard features >= 0 else { throw BackendError("the host's KVM is not usable: \(String(cString: message))") }
+        guard features >= 0 else { throw BackendError("the host's KVM is not usable: \(text(of: message))") }
         let mmu: String
         if let ept = parameter("kvm_intel", "ept"), ept == "Y" || ept == "1" {
             throw BackendError("the host's KVM uses nested paging (kvm_intel ept=\(ept)), so its shadow MMU does not run; reload kvm_intel with ept=0 to compare")
@@ -48,7 +48,7 @@ public struct KVMHost: Sendable {
         defer { fclose(f) }
         var buffer = [CChar](repeating: 0, count: 64)
         guard fgets(&buffer, 64, f) != nil else { return nil }
-        return String(cString: buffer).trimmingSuffix()
+        return text(of: buffer).trimmingSuffix()
     }
 
     /// Why the host cannot run `op` the way the simulator does, if it cannot.
@@ -72,4 +72,9 @@ extension String {
         while let last = s.last, last == "\n" || last == " " { s.removeLast() }
         return s
     }
+}
+
+/// A C string a C call wrote into `buffer` (up to its first NUL).
+func text(of buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
