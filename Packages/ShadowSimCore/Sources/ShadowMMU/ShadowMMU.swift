@@ -111,7 +111,7 @@ public final class ShadowMMU {
     /// The list the VM's unsync pages are also on (`policy.unsyncIndex`): the VM's own,
     /// the host's, or none. Invariant: a page is on it exactly while it is unsync.
     let unsyncList: UnsyncList?
-    /// Set by a policy during a write decision: emulate the faulting store anyway.
+    /// Set while carrying out `WriteDecision.allowAndEmulateThisStore`: emulate the faulting store anyway.
     var emulateCurrentStore = false
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
     var tdpMapped = Set<UInt64>()
