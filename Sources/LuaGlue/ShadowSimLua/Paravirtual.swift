@@ -84,7 +84,8 @@ var paravirtualVCPUMethods: [(String, LuaFunction)] { [
 
 /// `vm:batch(fn, { by })`: Linux's lazy MMU mode. Page-table stores the VM's helpers make
 /// by vCPU `by` while `fn` runs are sent as one update hypercall when it returns (or
-/// fails) under a paravirtual MMU; elsewhere they happen as they are made.
+/// fails: its error is raised again unchanged) under a paravirtual MMU; elsewhere they
+/// happen as they are made.
 var batchMethod: (String, LuaFunction) { ("batch", { (call: inout LuaCall) throws(LuaRaise) -> Int32 in
     let vm = try call.this(ScenarioVM.self, className: ClassName.vm)
     guard lua_type(call.L, 2) == LUA_TFUNCTION else {
@@ -95,12 +96,9 @@ var batchMethod: (String, LuaFunction) { ("batch", { (call: inout LuaCall) throw
     guard vm.machine.vcpus.contains(where: { $0 === by }) else { throw call.argumentError(3, "option 'by': the vCPU belongs to another VM") }
     vm.kernel.beginBatch(by: by)
     lua_pushvalue(call.L, 2)
-    var failure: String?
-    if luashim_pcall(call.L, 0, 0, 0) != LUA_OK {
-        failure = lua_tolstring(call.L, -1, nil).map { String(cString: $0) } ?? "(a batch's function raised an error object that is not a string)"
-        luashim_pop(call.L, 1)
-    }
+    let failed = luashim_pcall(call.L, 0, 0, 0) != LUA_OK
+    // What was queued is sent either way; then the function's error, on top of the
+    // stack, is raised again as it was.
     try core { () throws(MachineError) in try vm.kernel.endBatch(by: by) }
-    if let failure { throw LuaRaise(failure) }
-    return 0
+    return failed ? LUASHIM_RAISE_RAW : 0
 }) }
