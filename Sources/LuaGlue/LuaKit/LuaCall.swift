@@ -89,6 +89,27 @@ public struct LuaCall {
     }
 
     /// Checks that the argument at `index` is a table.
+    /// The integers (64-bit patterns) of the list at stack slot `stackIndex` (a table);
+    /// one that is not an integer is a bad argument `argument`, described by `invalid`
+    /// (given its 1-based position).
+    public func integers(inTableAt stackIndex: Int32, argument: Int32,
+                         _ invalid: (Int) -> String) throws(LuaRaise) -> [UInt64] {
+        let table = lua_absindex(L, stackIndex)
+        let n = lua_rawlen(L, table)
+        var out: [UInt64] = []
+        out.reserveCapacity(Int(n))
+        for i in 0..<n {
+            lua_rawgeti(L, table, Int64(i) + 1)
+            var isNumber: Int32 = 0
+            let v = lua_tointegerx(L, -1, &isNumber)
+            let ok = isNumber != 0 && lua_type(L, -1) == LUA_TNUMBER
+            luashim_pop(L, 1)
+            guard ok else { throw argumentError(argument, invalid(Int(i) + 1)) }
+            out.append(UInt64(bitPattern: v))
+        }
+        return out
+    }
+
     public func table(_ index: Int32) throws(LuaRaise) {
         guard lua_type(L, index) == LUA_TTABLE else { throw argumentError(index, "table expected, got \(typeName(index))") }
     }
@@ -265,18 +286,7 @@ public struct LuaOptions {
     public func integerList(_ key: String) throws(LuaRaise) -> [UInt64]? {
         try withField(key) { () throws(LuaRaise) -> [UInt64]? in
             guard lua_type(call.L, -1) == LUA_TTABLE else { throw fieldError(key, "list of integers") }
-            let n = lua_rawlen(call.L, -1)
-            var out: [UInt64] = []
-            for i in 0..<n {
-                lua_rawgeti(call.L, -1, Int64(i) + 1)
-                var isNumber: Int32 = 0
-                let v = lua_tointegerx(call.L, -1, &isNumber)
-                let ok = isNumber != 0 && lua_type(call.L, -1) == LUA_TNUMBER
-                luashim_pop(call.L, 1)
-                guard ok else { throw call.argumentError(index, "option '\(key)': element \(i + 1) is not an integer") }
-                out.append(UInt64(bitPattern: v))
-            }
-            return out
+            return try call.integers(inTableAt: -1, argument: index) { "option '\(key)': element \($0) is not an integer" }
         }
     }
 

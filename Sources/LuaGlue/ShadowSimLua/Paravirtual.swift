@@ -19,16 +19,9 @@ private func updateList(_ call: inout LuaCall, _ index: Int32) throws(LuaRaise) 
         guard lua_type(L, -1) == LUA_TTABLE else {
             throw call.argumentError(index, "update \(i + 1) must be a pair { gpa, value }, got \(call.typeName(-1))")
         }
-        var pair: [UInt64] = []
-        for j in 1...2 {
-            lua_rawgeti(L, -1, Int64(j))
-            var isInteger: Int32 = 0
-            let v = lua_tointegerx(L, -1, &isInteger)
-            let ok = isInteger != 0 && lua_type(L, -1) == LUA_TNUMBER
-            luashim_pop(L, 1)
-            guard ok else { throw call.argumentError(index, "update \(i + 1) must be a pair { gpa, value } of integers") }
-            pair.append(UInt64(bitPattern: v))
-        }
+        let notAPair = "update \(i + 1) must be a pair { gpa, value } of integers"
+        let pair = try call.integers(inTableAt: -1, argument: index) { _ in notAPair }
+        guard pair.count == 2 else { throw call.argumentError(index, notAPair) }
         updates.append(.write(address: pair[0], value: pair[1]))
     }
     return updates
@@ -59,17 +52,7 @@ var paravirtualVCPUMethods: [(String, LuaFunction)] { [
             scope = .everything
         } else {
             try call.table(2)
-            var vas: [UInt64] = []
-            for i in 0..<lua_rawlen(call.L, 2) {
-                lua_rawgeti(call.L, 2, Int64(i) + 1)
-                var isInteger: Int32 = 0
-                let v = lua_tointegerx(call.L, -1, &isInteger)
-                let ok = isInteger != 0 && lua_type(call.L, -1) == LUA_TNUMBER
-                luashim_pop(call.L, 1)
-                guard ok else { throw call.argumentError(2, "address \(i + 1) is not an integer") }
-                vas.append(UInt64(bitPattern: v))
-            }
-            scope = .addresses(vas)
+            scope = .addresses(try call.integers(inTableAt: 2, argument: 2) { "address \($0) is not an integer" })
         }
         let o = try call.options(3, allowed: ["vcpus", "cpl"])
         let targets = try o.integerList("vcpus").map { $0.map { Int(truncatingIfNeeded: $0) - 1 } } ?? [vcpu.index]

@@ -183,11 +183,9 @@ extension LinuxKernel {
 
     /// `unmap_vmas` over `[start, end)`: every PTE there cleared.
     func zap(_ cpu: Int, _ mm: LinuxMM, _ start: UInt64, _ end: UInt64, _ gather: inout Gather) throws(MachineError) {
-        var g = gather
-        defer { gather = g }
         try lazyMMU(cpu) { () throws(MachineError) in
             try forEachPTE(mm, start, end) { (va, address, pte) throws(MachineError) in
-                try clearPTE(cpu, mm, va, address, pte, &g)
+                try clearPTE(cpu, mm, va, address, pte, &gather)
             }
         }
     }
@@ -200,10 +198,8 @@ extension LinuxKernel {
                     cleared: Bool = false, _ gather: inout Gather) throws(MachineError) {
         // Entries cleared and tables released in one batch under a paravirtual MMU (a
         // table's own entries are read before anything below it is queued).
-        var g = gather
-        defer { gather = g }
         try lazyMMU(cpu) { () throws(MachineError) in
-            try freeLevel(cpu, mm, table: mm.pgd, level: machine.mode.levels, base: 0, start, end, floor, ceiling, cleared, &g)
+            try freeLevel(cpu, mm, table: mm.pgd, level: machine.mode.levels, base: 0, start, end, floor, ceiling, cleared, &gather)
         }
     }
 
