@@ -5,7 +5,7 @@ let core: Target.Dependency = .product(name: "ShadowSimCore", package: "ShadowSi
 
 /// Sync policies, each a module under Plugins/NAME/Policy. Built in by name, and each
 /// also a .so (product NAMEPolicy) whose Plugins/NAME/Entry exports the C entry points.
-let policies = ["KVMUnsync", "WPEmulate", "GlobalList", "VMList", "XenOOS", "TDP", "PVMMU"]
+let policies = ["KVMUnsync", "WPEmulate", "GlobalList", "VMList", "XenOOS", "TDP", "PVMMU", "Agile"]
 
 let package = Package(
     name: "ShadowSim",

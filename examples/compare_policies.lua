@@ -16,7 +16,7 @@ local S = shadowsim
 
 local rounds = 12
 for _, a in ipairs(S.args) do rounds = tonumber(a:match("^rounds=(%d+)$")) or rounds end
-local POLICIES = { "kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp", "pv-mmu" }
+local POLICIES = { "kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp", "pv-mmu", "agile" }
 local PAGES = 48                        -- pages per image: several page tables' worth
 
 local results = {}
@@ -87,6 +87,7 @@ local ROWS = {
   { "write_protections", "sptes write-protected" }, { "remote_tlb_flush", "remote flushes that interrupted vCPUs" }, { "remote_flush_targets", "IPIs sent" },
   { "tlb_flush", "local TLB flushes" }, { "ept_violations", "EPT violations" },
   { "pv_updates", "entries sent by update hypercalls" },
+  { "tables_to_nested", "tables switched to nested mode" }, { "nested_walks", "TLB misses walked nested" },
   { "cycles", "estimated kcycles" },
 }
 local columns = {}

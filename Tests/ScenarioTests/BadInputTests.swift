@@ -53,7 +53,7 @@ import Glibc
         .init("vm_not_table", "S.vm(42)",
               "s.lua:2: bad argument #1 to 'vm' (table expected, got number)"),
         .init("vm_unknown_policy", "S.vm{ policy = \"no-such-policy\" }",
-              "s.lua:2: unknown policy 'no-such-policy' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu; or the path of a policy .so)"),
+              "s.lua:2: unknown policy 'no-such-policy' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu, agile; or the path of a policy .so)"),
         .init("pv_update_not_pair", "local vm = S.vm{ policy = \"pv-mmu\" }; vm.vcpu[1]:pv_update({ 5 })",
               "s.lua:2: bad argument #1 to 'pv_update' (update 1 must be a pair { gpa, value }, got number)"),
         .init("pv_update_beyond_memory", "local vm = S.vm{ policy = \"pv-mmu\" }; vm.vcpu[1]:pv_update({ { 0x10000000, 1 } })",
@@ -229,7 +229,7 @@ import Glibc
     /// The command line, and budgets.
     static let commandLineCases: [Case] = [
         .init("unknown_policy", arguments: ["s.lua", "--policy", "nope"], status: 2,
-              "shadowsim: unknown policy 'nope' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu; or the path of a policy .so)"),
+              "shadowsim: unknown policy 'nope' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu, agile; or the path of a policy .so)"),
         .init("policy_so_missing", arguments: ["s.lua", "--policy", "/nonexistent/libX.so"], status: 2,
               "shadowsim: cannot load policy plugin /nonexistent/libX.so: /nonexistent/libX.so: cannot open shared object file: No such file or directory"),
         .init("log_level_unknown", arguments: ["s.lua", "--log-level", "loud"], status: 2,

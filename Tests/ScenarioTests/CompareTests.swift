@@ -129,7 +129,7 @@ import Foundation
             func value(_ row: [String: Any]) -> Int { (row["values"] as? [String: Int])?[policy] ?? -1 }
             let total = try #require(rows.first { $0["counter"] as? String == "estimated_cycles" }).map(value)!
             let parts = rows.filter { ($0["counter"] as? String)?.hasPrefix("cycles:") == true }.map(value)
-            #expect(parts.count == 14 && parts.allSatisfy { $0 >= 0 }, "\(policy): every component, bare metal included")
+            #expect(parts.count == 15 && parts.allSatisfy { $0 >= 0 }, "\(policy): every component, bare metal included")
             #expect(abs(parts.reduce(0, +) - total) <= parts.count, "\(policy): \(parts) add up to \(total)")
         }
         // Nested paging pays each EPT violation's exit once, and its 2-D walks are not

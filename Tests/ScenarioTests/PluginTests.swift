@@ -151,7 +151,7 @@ import ShadowMMU
         try FileManager.default.createDirectory(atPath: Self.work, withIntermediateDirectories: true)
         try "local a = 1\nlocal vm = shadowsim.vm{ policy = 'nope' }\n".write(toFile: script, atomically: true, encoding: .utf8)
         let result = ScenarioRunner.run(path: script)
-        #expect(result.error?.message == "\(script):2: unknown policy 'nope' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu; or the path of a policy .so)")
+        #expect(result.error?.message == "\(script):2: unknown policy 'nope' (built-in: bare-metal, kvm-unsync, wp-emulate, global-list, vm-list, xen-oos, tdp, pv-mmu, agile; or the path of a policy .so)")
     }
 }
 

@@ -4,7 +4,7 @@ import ShadowSimPolicies
 @Suite struct CatalogTests {
     @Test func builtinPoliciesHaveDistinctNames() {
         let names = PolicyCatalog.builtins.map(\.name)
-        #expect(names == ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp", "pv-mmu"])
+        #expect(names == ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "tdp", "pv-mmu", "agile"])
         #expect(Set(names).count == names.count)
     }
 

@@ -83,6 +83,9 @@ public struct SyncCoverage: Sendable, Equatable {
     public var remoteFlushRequests: UInt64 = 0
     public var emulatedTableWrites: UInt64 = 0
     public var pvUpdates: UInt64 = 0
+    /// Agile paging's switches of guest tables to nested mode and back.
+    public var tablesToNested: UInt64 = 0
+    public var tablesToShadow: UInt64 = 0
 
     public init() {}
 
@@ -96,6 +99,8 @@ public struct SyncCoverage: Sendable, Equatable {
         remoteFlushRequests = s.remoteTLBFlushRequests
         emulatedTableWrites = s.mmuPTEWrite
         pvUpdates = s.pvUpdates
+        tablesToNested = s.tablesToNested
+        tablesToShadow = s.tablesToShadow
     }
 
     /// Name (as the fuzz pass prints it and floors name it) and value.
@@ -103,14 +108,14 @@ public struct SyncCoverage: Sendable, Equatable {
         [("unsync_events", unsyncEvents), ("pages_synced", pagesSynced), ("invlpg_resyncs", invlpgResyncs),
          ("sync_sptes_dropped", syncSPTEsDropped), ("recycled", recycled), ("flood_zaps", floodZaps),
          ("remote_flush_requests", remoteFlushRequests), ("emulated_table_writes", emulatedTableWrites),
-         ("pv_updates", pvUpdates)]
+         ("pv_updates", pvUpdates), ("to_nested", tablesToNested), ("to_shadow", tablesToShadow)]
     }
 
     public static func += (a: inout SyncCoverage, b: SyncCoverage) {
         a.unsyncEvents &+= b.unsyncEvents; a.pagesSynced &+= b.pagesSynced; a.invlpgResyncs &+= b.invlpgResyncs
         a.syncSPTEsDropped &+= b.syncSPTEsDropped; a.recycled &+= b.recycled; a.floodZaps &+= b.floodZaps
         a.remoteFlushRequests &+= b.remoteFlushRequests; a.emulatedTableWrites &+= b.emulatedTableWrites
-        a.pvUpdates &+= b.pvUpdates
+        a.pvUpdates &+= b.pvUpdates; a.tablesToNested &+= b.tablesToNested; a.tablesToShadow &+= b.tablesToShadow
     }
 }
 

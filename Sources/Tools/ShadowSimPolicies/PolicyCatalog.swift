@@ -6,6 +6,7 @@ import VMList
 import XenOOS
 import TDP
 import PVMMU
+import Agile
 import Synchronization
 import Logging
 #if canImport(Glibc)
@@ -42,6 +43,7 @@ public enum PolicyCatalog {
         builtin(XenOOS()) { XenOOS() },
         builtin(TDP()) { TDP() },
         builtin(PVMMU()) { PVMMU() },
+        builtin(Agile()) { Agile() },
     ]
 
     private static func builtin(_ sample: any SyncPolicy, _ make: @escaping @Sendable () -> any SyncPolicy) -> PolicyFactory {

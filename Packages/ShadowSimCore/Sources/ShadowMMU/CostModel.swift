@@ -109,6 +109,7 @@ public struct CycleBreakdown: Equatable, Sendable {
         b.add("local_flushes", s.tlbFlush, c.localFlush)
         b.add("hardware_walks", hardwareWalks, Double(walkLevels) * c.hardwareWalkLevel)
         b.add("tdp_walks", s.tdpWalks, c.tdpWalk)
+        b.add("nested_walk_host_refs", s.nestedWalkHostRefs, c.hardwareWalkLevel)
         b.add("ept_violations", s.eptViolations, c.eptViolation)
         return b
     }

@@ -42,6 +42,11 @@ public struct MMUStats: Equatable, Sendable {
     public var listEntriesWalked: UInt64 = 0
     /// Guest entries written by paravirtual update hypercalls (pv-mmu).
     public var pvUpdates: UInt64 = 0
+    /// Gauge: nested links (sptes that hand the walk to a guest table; agile paging).
+    public var nestedLinks: UInt64 = 0
+    /// Guest tables switched from shadow to nested mode, and back.
+    public var tablesToNested: UInt64 = 0
+    public var tablesToShadow: UInt64 = 0
 
     public init() {}
 
@@ -55,7 +60,8 @@ public struct MMUStats: Equatable, Sendable {
          ("invlpg_resyncs", invlpgResyncs), ("write_protections", writeProtections), ("sptes_zapped", sptesZapped),
          ("sptes_prefetched", sptesPrefetched), ("lock_acquisitions", lockAcquisitions), ("lock_work", lockWork),
          ("lock_work_other_vms", lockWorkForOtherVMs), ("list_entries_walked", listEntriesWalked),
-         ("pv_updates", pvUpdates)]
+         ("pv_updates", pvUpdates), ("nested_links", nestedLinks), ("tables_to_nested", tablesToNested),
+         ("tables_to_shadow", tablesToShadow)]
     }
 }
 
@@ -83,6 +89,10 @@ public struct VCPUMMUStats: Equatable, Sendable {
     public var shadowWalks: UInt64 = 0
     public var tdpWalks: UInt64 = 0
     public var eptViolations: UInt64 = 0
+    /// Shadow walks that met a nested link and finished in the guest's tables, and the
+    /// EPT references those partial two-dimensional walks added.
+    public var nestedWalks: UInt64 = 0
+    public var nestedWalkHostRefs: UInt64 = 0
 
     public init() {}
 
@@ -94,7 +104,7 @@ public struct VCPUMMUStats: Equatable, Sendable {
          ("exits_page_fault", exitsPageFault), ("exits_cr3", exitsCR3), ("exits_invlpg", exitsInvlpg),
          ("exits_invpcid", exitsInvpcid), ("exits_cr_write", exitsCRWrite), ("exits_hypercall", exitsHypercall), ("insn_emulation", insnEmulation),
          ("guest_walk_levels", guestWalkLevels), ("shadow_walks", shadowWalks), ("tdp_walks", tdpWalks),
-         ("ept_violations", eptViolations)]
+         ("ept_violations", eptViolations), ("nested_walks", nestedWalks), ("nested_walk_host_refs", nestedWalkHostRefs)]
     }
 
     public static func + (a: VCPUMMUStats, b: VCPUMMUStats) -> VCPUMMUStats {
@@ -108,6 +118,7 @@ public struct VCPUMMUStats: Equatable, Sendable {
         r.insnEmulation = a.insnEmulation + b.insnEmulation
         r.guestWalkLevels = a.guestWalkLevels + b.guestWalkLevels; r.shadowWalks = a.shadowWalks + b.shadowWalks
         r.tdpWalks = a.tdpWalks + b.tdpWalks; r.eptViolations = a.eptViolations + b.eptViolations
+        r.nestedWalks = a.nestedWalks + b.nestedWalks; r.nestedWalkHostRefs = a.nestedWalkHostRefs + b.nestedWalkHostRefs
         return r
     }
 }

@@ -115,3 +115,16 @@ public enum GuestFlush: Sendable, Equatable {
     /// The policy's own `guestTLBFlush`.
     case policyHandles
 }
+
+/// How the hardware walk continues below a non-leaf entry that is about to be linked:
+/// through a shadow of the guest table, or through the guest table itself with a
+/// two-dimensional walk (agile paging's per-table switch).
+public enum WalkDecision: Sendable, Equatable {
+    /// A shadow page of the table: write-protected, synced, walked at native cost. The
+    /// default.
+    case shadow
+    /// A nested link: the table is not shadowed (its stores never exit); the walk reads
+    /// it and everything below it from guest memory, each guest-physical address
+    /// translated by the EPT (a partial 2-D walk), and first touches take EPT violations.
+    case nested
+}

@@ -221,7 +221,7 @@ extension ShadowVCPU {
 
     /// Maps `gfn` in the EPT if it is not; true when that took an EPT violation.
     @discardableResult
-    private func mapForTDP(gfn: UInt64) -> Bool {
+    func mapForTDP(gfn: UInt64) -> Bool {
         let huge = mmu.configuration.hostPageSize != .size4K
         let key = huge ? gfn >> 9 | 1 << 62 : gfn
         guard mmu.tdpMapped.insert(key).inserted else { return false }
@@ -229,7 +229,11 @@ extension ShadowVCPU {
         stats.pfTaken &+= 1
         stats.pfFixed &+= 1
         stats.exitsPageFault &+= 1
-        if huge { mmu.stats.pages2M &+= 1 } else { mmu.stats.pages4K &+= 1 }
+        // Under nested paging the EPT's leaves are the MMU's pages; with shadow pages
+        // too (nested links) those gauges count sptes, and the EPT is not counted.
+        if !mmu.shadowsGuestTables {
+            if huge { mmu.stats.pages2M &+= 1 } else { mmu.stats.pages4K &+= 1 }
+        }
         // An EPT violation maps the frame: KVM's TDP MMU traces the request.
         if mmu.tracing {
             mmu.trace("kvm_mmu_spte_requested", vcpu: self,

@@ -3,8 +3,9 @@
 extension ShadowMMU {
     /// KVM's `kvm_unmap_gfn_range`: every leaf spte that maps a frame of
     /// `first ..< first + count` (large ones covering it too) is zapped, and every vCPU
-    /// flushes once if anything was. Under nested paging the EPT entries go, so the next
-    /// access takes an EPT violation again. Returns the entries dropped.
+    /// flushes once if anything was. The EPT entries go too (nested paging, or frames
+    /// nested walks mapped), so the next access there takes an EPT violation again.
+    /// Returns the entries dropped.
     @discardableResult
     public func invalidateHostRange(gfn first: UInt64, count: UInt64) -> Int {
         var dropped = 0
@@ -19,7 +20,9 @@ extension ShadowMMU {
                     dropped += 1
                 }
             }
-        } else {
+        }
+        // The EPT: all of it under nested paging, what nested walks mapped otherwise.
+        if !shadowsGuestTables || !tdpMapped.isEmpty {
             for gfn in first..<end {
                 if tdpMapped.remove(gfn) != nil { dropped += 1 }
                 if tdpMapped.remove(gfn >> 9 | 1 << 62) != nil { dropped += 1 }

@@ -119,6 +119,7 @@ extension ShadowVCPU {
             var present = false
             if let (spt, index, level) = shadowLeafSlot(for: va) {
                 let spte = spt[index]
+                if SPTE.isNestedLink(spte) { return try translateNested(va, kind, isUser: isUser, linkLevel: level) }
                 var rights = PageRights(rawValue: 0)
                 if spte & SPTE.writable != 0 { rights.insert(.writable) }
                 if spte & SPTE.user != 0 { rights.insert(.user) }
@@ -196,7 +197,8 @@ extension ShadowVCPU {
             let index = Int((va >> UInt64(12 + 9 * (level - 1))) & 511)
             let spte = spt[index]
             guard SPTE.isPresent(spte) else { return nil }
-            if level == 1 || spte & SPTE.large != 0 { return (spt, index, level) }
+            // A leaf, or a nested link (the caller finishes the walk in guest tables).
+            if level == 1 || spte & (SPTE.large | SPTE.nestedLink) != 0 { return (spt, index, level) }
             id = Int(SPTE.target(spte))
         }
         return nil
@@ -349,8 +351,16 @@ extension ShadowVCPU {
                 continue
             }
             let tableLevel = sp.level - 1
+            let tableGFN = walk.tableGFN(level: tableLevel)
+            if mmu.policy.walkDecision(forTable: tableGFN, level: tableLevel, in: mmu) == .nested {
+                // The walk finishes in the guest's tables from here (the retry takes it).
+                if !SPTE.isNestedLink(sp.spt[index]) || SPTE.target(sp.spt[index]) != tableGFN {
+                    mmu.linkNested(SPTERef(page: sp.id, index: index), toTable: tableGFN, vcpu: self)
+                }
+                return .fixed
+            }
             let role = childRole(of: sp, index: index, direct: false, access: walk.accessAbove(level: tableLevel))
-            let child = mmu.getShadowPage(gfn: walk.tableGFN(level: tableLevel), role: role, vcpu: self)
+            let child = mmu.getShadowPage(gfn: tableGFN, role: role, vcpu: self)
             // Sync before link: a non-present → present guest entry needs no flush.
             if child.unsyncChildren > 0 && mmu.linkDecision(for: child) == .syncFirst { mmu.syncChildren(of: child, vcpu: self) }
             mmu.link(SPTERef(page: sp.id, index: index), to: child)
@@ -471,8 +481,8 @@ extension ShadowMMU {
         let old = sp.spt[index]
         if SPTE.isPresent(old) {
             if sp.level > 1 && old & SPTE.large == 0 {
-                // A large leaf replaces a pointer to a page table.
-                if let c = child(of: old, level: sp.level) { unlinkParent(c, ref) }
+                // A large leaf replaces a pointer to a page table (or a nested link).
+                zapSPTE(sp, index)
                 flush = true
             } else if SPTE.target(old) != gfn {
                 dropSPTE(ref)
@@ -520,7 +530,9 @@ extension ShadowMMU {
         stats.mmuPTEWrite &+= 1
         if tracing { trace("shadowsim_track_write", vcpu: vcpu, "gpa \(Self.hexDigits(gpa)) bytes \(bytes)") }
         var flush = false
+        var shadowed = false
         forEachShadowPage(of: gpa >> 12) { sp in
+            shadowed = true
             if isMisaligned(sp, gpa: gpa, bytes: bytes) || isFlooded(sp) {
                 prepareZap(sp)
                 stats.mmuFlooded &+= 1
@@ -535,6 +547,7 @@ extension ShadowMMU {
             }
         }
         if !invalidList.isEmpty { commitZaps() } else if flush { flushRemoteTLBs() }
+        if shadowed { policy.didTrapTableWrite(gpa >> 12, in: self) }
     }
 
     private func isMisaligned(_ sp: ShadowPage, gpa: UInt64, bytes: Int) -> Bool {

@@ -115,6 +115,8 @@ public final class ShadowMMU {
     var emulateCurrentStore = false
     /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
     var tdpMapped = Set<UInt64>()
+    /// Nested links to guest tables (NestedLinks.swift).
+    var nested = NestedState()
     /// What changed since `verifyChanges` last ran (nil until it first runs).
     var changeLog: ChangeLog?
     /// Dirty logging (DirtyLog.swift): on or off, the frames logged since the last
@@ -433,6 +435,8 @@ public final class ShadowMMU {
                 changed = true
             }
         }
+        // A TLB entry a nested walk filled is in no reverse map: flushing is the only way.
+        if dropNestedWritable(gfn) { changed = true }
         return changed
     }
 
@@ -463,13 +467,16 @@ public final class ShadowMMU {
         // is hashed too).
         guard let newest = hash[gfn] else { return true }
         if isWriteTracked(gfn) && !injected.omits(.upperLevelTable) { return false }
+        var unsynced = false
         for id in HashChain(id: newest, links: hashNext) {
             guard let page = page(id), !page.role.invalid, page.hasGPTEs else { continue }
             if request.synchronizing { return false }
             if page.unsync { continue }
             if request.prefetch { return false }
             markUnsync(page)
+            unsynced = true
         }
+        if unsynced { policy.didTrapTableWrite(gfn, in: self) }
         return true
     }
 
@@ -546,8 +553,8 @@ public final class ShadowMMU {
         guard let parent = page(ref.page) else { return }
         let old = parent.spt[Int(ref.index)]
         if SPTE.isPresent(old) {
-            // Only a large leaf can be here: drop it first.
-            dropSPTE(ref)
+            // Only a large leaf or a nested link can be here: drop it first.
+            if SPTE.isNestedLink(old) { clearNestedLink(parent, Int(ref.index)) } else { dropSPTE(ref) }
             flushRemoteTLBs()
         }
         parent.spt[Int(ref.index)] = UInt64(child.id) << 12 | SPTE.present | SPTE.writable | SPTE.user | SPTE.accessed
@@ -559,7 +566,7 @@ public final class ShadowMMU {
 
     /// The child page a present non-leaf spte points to.
     func child(of spte: UInt64, level: Int) -> ShadowPage? {
-        guard SPTE.isPresent(spte), level > 1, spte & SPTE.large == 0 else { return nil }
+        guard SPTE.isPresent(spte), level > 1, spte & (SPTE.large | SPTE.nestedLink) == 0 else { return nil }
         return page(Int32(SPTE.target(spte)))
     }
 
@@ -576,6 +583,8 @@ public final class ShadowMMU {
         guard SPTE.isPresent(spte) else { return }
         if sp.level == 1 || spte & SPTE.large != 0 {
             dropSPTE(SPTERef(page: sp.id, index: index))
+        } else if SPTE.isNestedLink(spte) {
+            clearNestedLink(sp, index)
         } else if let c = child(of: spte, level: sp.level) {
             unlinkParent(c, SPTERef(page: sp.id, index: index))
         }

@@ -66,13 +66,18 @@ public struct PageRole: Hashable, Sendable, CustomStringConvertible {
 
 /// Shadow page-table entries (our own encoding, in the x86 layout where it matters):
 /// a leaf maps a guest frame (host frame = guest frame here); a non-leaf points to a
-/// child shadow page by id. Non-leaf entries grant everything: the leaf decides.
+/// child shadow page by id. Non-leaf entries grant everything: the leaf decides. A
+/// nested link (`WalkDecision.nested`) is a non-leaf entry whose target is the guest
+/// table's own frame: the hardware walk finishes in the guest's tables from there.
 public enum SPTE {
     public static let present: UInt64 = 1 << 0
     public static let writable: UInt64 = 1 << 1
     public static let user: UInt64 = 1 << 2
     public static let accessed: UInt64 = 1 << 5
     public static let large: UInt64 = 1 << 7
+    /// Software bit (ignored by hardware walks of x86 tables): a non-leaf entry that
+    /// points at a guest table's frame, not at a shadow page (agile paging's switch).
+    public static let nestedLink: UInt64 = 1 << 9
     public static let executeDisable: UInt64 = 1 << 63
     /// Bits 54:52 hold the access the entry was built with (KVM's shadowed_translation).
     static let accessShift: UInt64 = 52
@@ -80,6 +85,7 @@ public enum SPTE {
 
     @inlinable public static func target(_ spte: UInt64) -> UInt64 { (spte & PTE.bits(51, 12)) >> 12 }
     @inlinable public static func isPresent(_ spte: UInt64) -> Bool { spte & present != 0 }
+    @inlinable public static func isNestedLink(_ spte: UInt64) -> Bool { spte & nestedLink != 0 }
     static func access(_ spte: UInt64) -> UInt8 { UInt8((spte >> accessShift) & 7) }
 }
 

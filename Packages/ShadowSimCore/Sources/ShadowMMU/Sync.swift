@@ -5,9 +5,11 @@ import X86
 extension ShadowMMU {
     /// Guest-physical address of the guest entry that spte `index` of `sp` shadows.
     func gpteAddress(_ sp: ShadowPage, _ index: Int) -> UInt64 {
-        let entrySize: UInt64 = sp.role.has4ByteGPTE ? 4 : 8
-        let first = sp.gfn << 12 + (sp.role.has4ByteGPTE && sp.level == 1 ? UInt64(sp.role.quadrant) * 512 * 4 : 0)
-        return first + UInt64(index) * entrySize
+        guard sp.role.has4ByteGPTE else { return sp.gfn << 12 + UInt64(index) * 8 }
+        // A 32-bit table: a level-1 page shadows half of it (512 of 1024 PTEs); a
+        // level-2 page a quarter of the directory, two sptes (2 MiB each) per 4 MiB PDE.
+        if sp.level == 1 { return sp.gfn << 12 + UInt64(sp.role.quadrant * 512 + index) * 4 }
+        return sp.gfn << 12 + UInt64(sp.role.quadrant * 256 + index / 2) * 4
     }
 
     func readGPTE(_ sp: ShadowPage, _ index: Int) -> UInt64? {

@@ -111,6 +111,16 @@ public protocol SyncPolicy: AnyObject {
     /// its page-table stores into update hypercalls (`GuestKernel.batchingUpdates`).
     var pageTableHypercalls: PageTableHypercalls { get }
 
+    /// The fault path is about to link guest table `gfn` (holding level-`level` entries,
+    /// below the root) into a shadow page: shadow it, or leave it to a nested walk (see
+    /// `WalkDecision`; `.shadow` by default).
+    func walkDecision(forTable gfn: UInt64, level: Int, in mmu: ShadowMMU) -> WalkDecision
+
+    /// A guest store to shadowed table `gfn` exited: a write fault that unsynced the
+    /// table, or an emulated store to it. For policies that react to write traffic
+    /// (agile paging); nothing by default.
+    func didTrapTableWrite(_ gfn: UInt64, in mmu: ShadowMMU)
+
     /// Bookkeeping notifications, for policies that keep their own index.
     func didUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
     func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU)
@@ -124,6 +134,8 @@ extension SyncPolicy {
         .unsyncAndAllow
     }
     public func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .syncFirst }
+    public func walkDecision(forTable gfn: UInt64, level: Int, in mmu: ShadowMMU) -> WalkDecision { .shadow }
+    public func didTrapTableWrite(_ gfn: UInt64, in mmu: ShadowMMU) {}
     public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision {
         .switchToCachedRoot
     }
@@ -175,8 +187,9 @@ public enum PluginABI {
     /// `linkDecision` hook; 5: `rootLoadDecision`, `pageTableHypercalls`, the
     /// hypercall counters, `detach`, `unsyncIndex`; `chargeLock` and `countPageSync` no
     /// longer public; 6: `rootSync`, `addressInvalidation`, `pcidInvalidation` and
-    /// `guestFlush`, their imperative hooks optional).
-    @inlinable public static var version: Int32 { 6 }
+    /// `guestFlush`, their imperative hooks optional; 7: `walkDecision` and
+    /// `didTrapTableWrite`, nested links).
+    @inlinable public static var version: Int32 { 7 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
     /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.

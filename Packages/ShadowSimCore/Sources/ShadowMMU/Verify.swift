@@ -30,6 +30,18 @@ extension ShadowMMU {
                 expectedParents[child.id, default: []].append(ref)
             })
         }
+        // Nested links: the index names exactly the nested-link sptes.
+        var indexed: UInt64 = 0
+        for (gfn, refs) in nested.links {
+            for ref in refs {
+                indexed += 1
+                let spte = page(ref.page)?.spt[Int(ref.index)] ?? 0
+                if !SPTE.isNestedLink(spte) || SPTE.target(spte) != gfn {
+                    problems.append("the nested-link index lists spte \(ref.index) of page \(ref.page) under gfn \(hex(gfn)), which is no nested link to it")
+                }
+            }
+        }
+        if indexed != stats.nestedLinks { problems.append("nested_links is \(stats.nestedLinks) but the index lists \(indexed)") }
         // 4. Gauges.
         if unsyncCount != stats.mmuUnsync { problems.append("mmu_unsync is \(stats.mmuUnsync) but \(unsyncCount) pages are unsync") }
         if UInt64(live) != stats.shadowPages { problems.append("shadow_pages is \(stats.shadowPages) but \(live) pages exist") }
@@ -103,6 +115,8 @@ extension ShadowMMU {
                     problems.append("\(name()): entry \(i) is a writable large spte over a region that holds a shadowed guest table")
                 }
                 leaf(i, spte, ref)
+            } else if SPTE.isNestedLink(spte) {
+                problems += checkNestedLink(sp, i, name: name())
             } else if let child = page(Int32(SPTE.target(spte))) {
                 link(ref, child)
                 if (child.unsync || child.unsyncChildren > 0) && !sp.unsyncBit(i) {
@@ -111,6 +125,22 @@ extension ShadowMMU {
             } else {
                 problems.append("\(name()): entry \(i) points to a freed shadow page")
             }
+        }
+        return problems
+    }
+
+    /// A nested link: listed under its table, no unsync bit, and the guest entry it
+    /// shadows still points at that table.
+    func checkNestedLink(_ sp: ShadowPage, _ index: Int, name: @autoclosure () -> String) -> [String] {
+        var problems: [String] = []
+        let gfn = SPTE.target(sp.spt[index])
+        if !(nested.links[gfn] ?? []).contains(SPTERef(page: sp.id, index: index)) {
+            problems.append("\(name()): entry \(index) is a nested link to gfn \(hex(gfn)) missing from the nested-link index")
+        }
+        if sp.unsyncBit(index) { problems.append("\(name()): entry \(index) is a nested link with its unsync bit set") }
+        if !sp.role.invalid, let gpte = guestEntry(sp, index), gpte & PTE.present != 0,
+           guestFrame(of: gpte, sp: sp) != gfn {
+            problems.append("\(name()): entry \(index) is a nested link to gfn \(hex(gfn)) but the guest entry now points elsewhere")
         }
         return problems
     }
