@@ -16,6 +16,7 @@ import ShadowMMU
         ("scripts/suite_frame_reuse.lua", []),
         ("scripts/suite_large_pages.lua", []),
         ("scripts/policy_pv_mmu.lua", []),
+        ("scripts/policy_agile.lua", []),
     ]
 
     static func caughtByChecker(_ result: ScenarioResult) -> Bool {

@@ -5,7 +5,15 @@ import ShadowMMU
 struct ReadOnlyStore: PagingStructureStore {
     let memory: GuestMemory
     let entrySize: Int
-    var path: [(level: Int, address: UInt64, value: UInt64)] = []
+    var path: [(level: Int, address: UInt64, value: UInt64)]
+
+    init(memory: GuestMemory, entrySize: Int) {
+        self.memory = memory
+        self.entrySize = entrySize
+        // One allocation for the longest walk (5 levels), not one per doubling.
+        path = []
+        path.reserveCapacity(5)
+    }
 
     mutating func loadEntry(at address: UInt64, level: Int) -> UInt64 {
         guard memory.contains(address, size: entrySize) else { return 0 }
@@ -27,16 +35,21 @@ extension ArchitecturalChecker {
         let current = PageWalker.walk(va, kind: kind, context: context, controls: vcpu.controls,
                                       permissions: vcpu.permissionTable,
                                       root: vcpu.pagingRoot, store: &store)
-        let candidates = staleCandidates(v, va: va, pcid: vcpu.currentPCID)
+        // The stale translations the vCPU may use, looked up only when the current one
+        // does not settle the access (most accesses match their current translation).
+        var candidates: [Stale] { staleCandidates(v, va: va, pcid: vcpu.currentPCID) }
         var allowed = false
         switch (result.outcome, current) {
         case (.ok, .translated(let t)) where t.physicalAddress == result.physicalAddress:
             allowed = true
             // What the access must leave in the guest's tables: A on the path, D on the
             // leaf of a write (unless a translation cached before it may have been used).
-            if candidates.isEmpty, let missing = missingFlags(store.path, leafLevel: t.leafLevel, write: kind == .write) {
-                throw violation(vcpu, va, kind, isUser, result, current: current, candidates: candidates, store.path,
-                                why: "the access succeeded but left \(missing)")
+            if let missing = missingFlags(store.path, leafLevel: t.leafLevel, write: kind == .write) {
+                let stale = candidates
+                if stale.isEmpty {
+                    throw violation(vcpu, va, kind, isUser, result, current: current, candidates: stale, store.path,
+                                    why: "the access succeeded but left \(missing)")
+                }
             }
         case (.generalProtection, .generalProtection):
             allowed = true

@@ -2,7 +2,8 @@
 /// what live migration asks of the MMU. While it is on, every spte is write-protected
 /// and mapped at 4 KiB, and every writable spte made marks its frame dirty; collecting
 /// the log write-protects the collected frames again. Under nested paging the EPT
-/// entries lose write permission instead.
+/// entries lose write permission instead (and under agile paging, what nested walks
+/// cached writable is flushed).
 extension ShadowMMU {
     /// Turns dirty logging on (write-protecting every leaf spte, dropping large ones so
     /// they come back as 4 KiB pages) or off (the log is kept until collected).
@@ -30,6 +31,11 @@ extension ShadowMMU {
         } else {
             changed = true
         }
+        // TLB entries nested walks filled writable are in no reverse map.
+        if !nested.writable.isEmpty {
+            nested.writable.removeAll()
+            changed = true
+        }
         if changed { flushRemoteTLBsFromHost() }
         if tracing { trace("shadowsim_dirty_log", "enabled") }
     }
@@ -49,6 +55,7 @@ extension ShadowMMU {
                     noteChange(sp.id)
                     changed = true
                 }
+                if dropNestedWritable(gfn) { changed = true }
             } else if tdpWritable.remove(gfn) != nil {
                 changed = true
             }

@@ -200,15 +200,7 @@ extension ShadowVCPU {
             }
             // The TLB caches the smaller of the guest's page and the EPT's (host) page.
             let host = mmu.configuration.hostPageSize
-            let global = t.isGlobal && vcpu.cr4 & CR4.pge != 0
-            if t.pageSize.bytes > host.bytes {
-                let guestPage = t.pageSize
-                t.pageSize = host
-                t.pageBase = t.physicalAddress & ~host.offsetMask
-                vcpu.tlb.insertPiece(va, translation: t, of: guestPage, pcid: vcpu.currentPCID, global: global)
-            } else {
-                vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: global)
-            }
+            fillTLB(va, t, pageSize: t.pageSize.bytes > host.bytes ? host : t.pageSize)
             return .ok(t.physicalAddress)
         case .pageFault(let code, _):
             vcpu.tally.countPageFault(code)
@@ -216,6 +208,21 @@ extension ShadowVCPU {
             return .pageFault(code, at: va)
         case .generalProtection:
             return .generalProtection
+        }
+    }
+
+    /// Caches a translation from the guest's own tables (a two-dimensional or nested
+    /// walk), as a piece of `pageSize` when that is smaller than the guest's page.
+    func fillTLB(_ va: UInt64, _ translation: Translation, pageSize: PageSize) {
+        var t = translation
+        let global = t.isGlobal && vcpu.cr4 & CR4.pge != 0
+        if pageSize.bytes < t.pageSize.bytes {
+            let guestPage = t.pageSize
+            t.pageSize = pageSize
+            t.pageBase = t.physicalAddress & ~pageSize.offsetMask
+            vcpu.tlb.insertPiece(va, translation: t, of: guestPage, pcid: vcpu.currentPCID, global: global)
+        } else {
+            vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: global)
         }
     }
 

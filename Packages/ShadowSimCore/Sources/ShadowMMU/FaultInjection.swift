@@ -8,7 +8,7 @@ struct FaultInjection {
     /// A sync the engine owes before the guest may use what a page maps.
     enum Sync { case beforeLink, reusedCachedRoot, cachedRootsAtInvalidation }
     /// Write protection of a guest table the engine shadows.
-    enum Protection { case newTable, largeSPTEsOverNewTable, upperLevelTable, dirtyCleanLeaf }
+    enum Protection { case newTable, largeSPTEsOverNewTable, upperLevelTable, dirtyCleanLeaf, nestedTLBEntries }
     /// Unsync bookkeeping the engine keeps.
     enum Bookkeeping { case parentUnsyncBits, unsyncCount, unsyncOnZap, otherVMsPagesOnListSync }
     /// Shadow entries a write to a guest table must update.
@@ -51,6 +51,7 @@ struct FaultInjection {
         case .largeSPTEsOverNewTable: return planted(.writeProtectSkipsLargeSPTEs)
         case .upperLevelTable: return planted(.upperLevelUnsync)
         case .dirtyCleanLeaf: return planted(.dirtyCleanLeafWritable)
+        case .nestedTLBEntries: return planted(.nestedTLBNotWriteProtected)
         }
     }
 

@@ -125,7 +125,7 @@ extension ShadowMMU {
     /// Write protection of `gfn` must also reach TLB entries filled by nested walks: true
     /// (the caller flushes every vCPU) when one may hold it writable.
     func dropNestedWritable(_ gfn: UInt64) -> Bool {
-        guard !nested.writable.isEmpty else { return false }
+        guard !nested.writable.isEmpty, !injected.omits(.nestedTLBEntries) else { return false }
         var found = nested.writable.remove(gfn) != nil
         found = nested.writable.remove(gfn >> 9 | 1 << 62) != nil || found
         found = nested.writable.remove(gfn >> 18 | 1 << 63) != nil || found
@@ -180,15 +180,7 @@ extension ShadowVCPU {
                     mmu.noteWritableMapping(gfn)
                 }
             }
-            let global = t.isGlobal && vcpu.cr4 & CR4.pge != 0
-            if size.bytes < t.pageSize.bytes {
-                let guestPage = t.pageSize
-                t.pageSize = size
-                t.pageBase = t.physicalAddress & ~size.offsetMask
-                vcpu.tlb.insertPiece(va, translation: t, of: guestPage, pcid: vcpu.currentPCID, global: global)
-            } else {
-                vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: global)
-            }
+            fillTLB(va, t, pageSize: size)
             return .ok(t.physicalAddress)
         case .pageFault(let code, _):
             vcpu.tally.countPageFault(code)

@@ -35,20 +35,24 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// A paravirtual update reaches only the first shadow of its table (a table shadowed
     /// under two roles keeps a stale spte in the other).
     case pvUpdateFirstShadowOnly = "pv-update-first-shadow-only"
+    /// Write protection of a frame misses the TLB entries nested walks cached writable
+    /// (they are in no reverse map; agile paging).
+    case nestedTLBNotWriteProtected = "nested-tlb-not-write-protected"
 
     /// The built-in policies whose code reaches the bug, the one it was modelled on
     /// first. Planting it under any other policy would test nothing, so it is refused.
     public var policies: [String] {
-        let shadowing = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "pv-mmu"]
-        let unsyncing = ["kvm-unsync", "global-list", "vm-list", "xen-oos"]
+        let shadowing = ["kvm-unsync", "wp-emulate", "global-list", "vm-list", "xen-oos", "pv-mmu", "agile"]
+        let unsyncing = ["kvm-unsync", "global-list", "vm-list", "xen-oos", "agile"]
         switch self {
         case .syncOtherVMsPages: return ["global-list"]
         case .pvUpdateFirstShadowOnly: return ["pv-mmu"]
-        // Only kvm-unsync re-derives INVLPG'd entries in cached roots, and syncs a
-        // reused cached root on a flushing CR3 load.
-        case .invlpgCurrentRootOnly, .reuseCachedRootWithoutSync: return ["kvm-unsync"]
+        case .nestedTLBNotWriteProtected: return ["agile"]
+        // Only kvm-unsync's answers (agile's too) re-derive INVLPG'd entries in cached
+        // roots, and sync a reused cached root on a flushing CR3 load.
+        case .invlpgCurrentRootOnly, .reuseCachedRootWithoutSync: return ["kvm-unsync", "agile"]
         // Upper-level unsync goes through KVM's unsync rule, which the list policies share.
-        case .upperLevelUnsync: return ["kvm-unsync", "global-list", "vm-list"]
+        case .upperLevelUnsync: return ["kvm-unsync", "global-list", "vm-list", "agile"]
         case .forgetMarkParentsUnsync, .linkUnsyncWithoutSync, .zapKeepsUnsync, .miscountUnsync: return unsyncing
         case .skipRemoteFlushAfterWriteProtect, .writableSPTEToNewTable, .dropLocalFlushAfterSync,
              .dirtyCleanLeafWritable, .emulatedWriteKeepsSPTE, .writeProtectSkipsLargeSPTEs: return shadowing
@@ -80,6 +84,7 @@ public enum PlantedBug: String, CaseIterable, Sendable {
         case .emulatedWriteKeepsSPTE: "emulated page-table write does not drop the old spte"
         case .writeProtectSkipsLargeSPTEs: "write protection misses large sptes covering a new table (found by the fuzzer)"
         case .pvUpdateFirstShadowOnly: "a paravirtual update reaches only the first shadow of its table"
+        case .nestedTLBNotWriteProtected: "write protection misses TLB entries nested walks cached writable"
         }
     }
 }
