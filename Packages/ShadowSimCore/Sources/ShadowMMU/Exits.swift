@@ -174,12 +174,7 @@ extension ShadowVCPU {
     func translateMissTDP(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
         stats.tdpWalks &+= 1
         vcpu.tally.walks &+= 1
-        let (outcome, walk) = try guestWalk(va, kind, isUser: isUser, software: false)
-        for level in 1...walk.levels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
-        switch outcome {
-        case .translated(var t):
-            let gfn = t.physicalAddress >> 12
-            let violated = mapForTDP(gfn: gfn)
+        return try walkThroughEPT(va, kind, isUser: isUser, tableLevels: vcpu.mode.levels) { t, gfn, violated in
             if mmu.dirtyLogging && !mmu.tdpWritable.contains(gfn) {
                 if kind == .write {
                     // A write through a read-only EPT entry: an EPT violation (unless the
@@ -200,8 +195,41 @@ extension ShadowVCPU {
             }
             // The TLB caches the smaller of the guest's page and the EPT's (host) page.
             let host = mmu.configuration.hostPageSize
-            fillTLB(va, t, pageSize: t.pageSize.bytes > host.bytes ? host : t.pageSize)
-            return .ok(t.physicalAddress)
+            return .fill(pageSize: t.pageSize.bytes > host.bytes ? host : t.pageSize)
+        }
+    }
+
+    /// What a walk through the EPT does with the translation it found.
+    enum EPTWalkEnd {
+        /// Cache it, as pieces of `pageSize` when that is smaller than the guest's page.
+        case fill(pageSize: PageSize)
+        /// The store exits and is emulated (nothing is cached).
+        case emulate
+    }
+
+    /// The hardware's walk of the guest's own tables with each guest-physical address
+    /// translated by the EPT: the whole walk under nested paging, the part below a nested
+    /// link under agile paging. The tables at levels `1...tableLevels` and the final
+    /// frame take an EPT violation when first touched; `translated` says what becomes
+    /// of a translation (given its frame and whether that frame was just mapped); a
+    /// guest fault goes to the guest.
+    func walkThroughEPT(_ va: UInt64, _ kind: AccessKind, isUser: Bool, tableLevels: Int,
+                        translated: (inout Translation, _ gfn: UInt64, _ justMapped: Bool) -> EPTWalkEnd) throws(MachineError) -> AccessResult {
+        let (outcome, walk) = try guestWalk(va, kind, isUser: isUser, software: false)
+        for level in 1...tableLevels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
+        switch outcome {
+        case .translated(var t):
+            let gfn = t.physicalAddress >> 12
+            let violated = mapForTDP(gfn: gfn)
+            switch translated(&t, gfn, violated) {
+            case .fill(let size):
+                fillTLB(va, t, pageSize: size)
+                return .ok(t.physicalAddress)
+            case .emulate:
+                var r = AccessResult.ok(t.physicalAddress)
+                r.needsEmulation = true
+                return r
+            }
         case .pageFault(let code, _):
             vcpu.tally.countPageFault(code)
             vcpu.tlb.flushAddress(va, pcid: vcpu.currentPCID, includeGlobal: true)

@@ -144,50 +144,34 @@ extension ShadowVCPU {
         // take a walk of the 4-level EPT (the shadow levels are in `shadow_walks`).
         stats.nestedWalks &+= 1
         stats.nestedWalkHostRefs &+= UInt64((nestedLevels + 1) * 4)
-        let (outcome, walk) = try guestWalk(va, kind, isUser: isUser, software: false)
-        for level in 1...nestedLevels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
-        switch outcome {
-        case .translated(var t):
-            let gfn = t.physicalAddress >> 12
-            mapForTDP(gfn: gfn)
+        return try walkThroughEPT(va, kind, isUser: isUser, tableLevels: nestedLevels) { t, gfn, _ in
             let host = mmu.configuration.hostPageSize
             var size = t.pageSize.bytes > host.bytes ? host : t.pageSize
-            if t.rights.contains(.writable) {
-                // A large entry over a shadowed table would let stores to it through.
-                if size != .size4K && !mmu.largeMappingAllowed(gfn: gfn, level: size == .size2M ? 2 : 3) { size = .size4K }
-                if size == .size4K && mmu.isProtectedTable(gfn) {
-                    if kind == .write {
-                        // The EPT entry is read-only: an exit, then the policy's answer.
-                        stats.pfTaken &+= 1
-                        stats.exitsPageFault &+= 1
-                        mmu.underLock()
-                        guard mmu.nestedStoreAllowed(to: gfn, vcpu: self, userWrite: isUser) else {
-                            stats.pfEmulate &+= 1
-                            stats.insnEmulation &+= 1
-                            var r = AccessResult.ok(t.physicalAddress)
-                            r.needsEmulation = true
-                            return r
-                        }
-                        stats.pfFixed &+= 1
-                    } else {
-                        t.rights.remove(.writable)
-                        t.isDirty = false
+            guard t.rights.contains(.writable) else { return .fill(pageSize: size) }
+            // A large entry over a shadowed table would let stores to it through.
+            if size != .size4K && !mmu.largeMappingAllowed(gfn: gfn, level: size == .size2M ? 2 : 3) { size = .size4K }
+            if size == .size4K && mmu.isProtectedTable(gfn) {
+                if kind == .write {
+                    // The EPT entry is read-only: an exit, then the policy's answer.
+                    stats.pfTaken &+= 1
+                    stats.exitsPageFault &+= 1
+                    mmu.underLock()
+                    guard mmu.nestedStoreAllowed(to: gfn, vcpu: self, userWrite: isUser) else {
+                        stats.pfEmulate &+= 1
+                        stats.insnEmulation &+= 1
+                        return .emulate
                     }
-                }
-                if t.rights.contains(.writable) {
-                    let key = size == .size4K ? gfn : size == .size2M ? gfn >> 9 | 1 << 62 : gfn >> 18 | 1 << 63
-                    mmu.nested.writable.insert(key)
-                    mmu.noteWritableMapping(gfn)
+                    stats.pfFixed &+= 1
+                } else {
+                    t.rights.remove(.writable)
+                    t.isDirty = false
+                    return .fill(pageSize: size)
                 }
             }
-            fillTLB(va, t, pageSize: size)
-            return .ok(t.physicalAddress)
-        case .pageFault(let code, _):
-            vcpu.tally.countPageFault(code)
-            vcpu.tlb.flushAddress(va, pcid: vcpu.currentPCID, includeGlobal: true)
-            return .pageFault(code, at: va)
-        case .generalProtection:
-            return .generalProtection
+            let key = size == .size4K ? gfn : size == .size2M ? gfn >> 9 | 1 << 62 : gfn >> 18 | 1 << 63
+            mmu.nested.writable.insert(key)
+            mmu.noteWritableMapping(gfn)
+            return .fill(pageSize: size)
         }
     }
 }
