@@ -14,7 +14,7 @@
 --  2. The next access through T faults once and links T's parent spte to T itself
 --     (nested_links 1); the retried walk finishes in the guest's table (nested_walks),
 --     and its first touches of T's frame and of the data frame take an EPT violation
---     each: three exits.
+--     each: three exits. `vcpu:shadow_walk` shows the walk ending at the link.
 --  3. Four more rounds: agile takes no exit for T's stores and syncs nothing; kvm-unsync
 --     keeps taking a fault and a sync per round.
 --  4. Write protection across modes: a page of T maps the frame of another shadowed
@@ -94,6 +94,19 @@ if agile then
                                         nested_walks = 1, ept_violations = 2, mmu_cache_miss = 0 },
     "one fault links T nested; the nested walk maps T's frame and the page in the EPT")
 end
+-- Where the walk of a page of T goes: three shadow levels, then T itself under agile.
+local walk = c:shadow_walk(VA + 0x1000)
+if agile then
+  expect_eq(walk.ends, "nested", "the walk ends at a nested link")
+  expect_eq(walk.nested_table, T, "to T")
+  expect_eq(walk.nested_level, 1, "whose entries are PTEs")
+  expect_eq(#walk.steps, 3, "after the level-4, 3 and 2 sptes")
+elseif policy == "tdp" or policy == "bare-metal" then
+  expect_eq(walk.ends, "no shadow root", "no shadow tables")
+else
+  expect_eq(walk.ends, "leaf", "a shadow leaf")
+  expect_eq(#walk.steps, 4, "four shadow levels")
+end
 
 -- 3. Four more rounds: T's stores are native under agile.
 before = vm:counters()
@@ -167,6 +180,7 @@ expect_ok(c:invlpg(VA + 0x3000))
 expect_eq(select(2, c:read(VA + 0x3000, 8, 3)), current[3], "a page of T, shadowed again")
 if agile then
   expect_delta(before, vm:counters(), { nested_walks = 0, nested_links = 0 }, "a shadow walk")
+  expect_eq(c:shadow_walk(VA + 0x3000).ends, "leaf", "T shadowed again")
 end
 local n = vm:counters()
 print(("policy_agile [%s]: tables_to_nested %d, tables_to_shadow %d, nested_walks %d, unsync events %d, pages synced %d")

@@ -60,6 +60,8 @@ import Glibc
               "s.lua:2: page-table update at guest-physical 0x10000000 is beyond guest memory (0x4000000 bytes)"),
         .init("pv_update_unaligned", "local vm = S.vm{ policy = \"pv-mmu\" }; vm.vcpu[1]:pv_update({ { 0x1004, 1 } })",
               "s.lua:2: a page-table update's address 0x1004 is not aligned to its 8-byte entry"),
+        .init("shadow_walk_not_an_address", "local vm = S.vm{ policy = \"agile\" }; vm.vcpu[1]:shadow_walk(\"x\")",
+              "s.lua:2: bad argument #1 to 'shadow_walk' (integer expected, got string)"),
         .init("pv_flush_bad_scope", "local vm = S.vm{ policy = \"pv-mmu\" }; vm.vcpu[1]:pv_flush(\"some\")",
               "s.lua:2: bad argument #1 to 'pv_flush' (expected a list of addresses or \"all\", got \"some\")"),
         .init("pv_flush_no_such_vcpu", "local vm = S.vm{ policy = \"pv-mmu\" }; vm.vcpu[1]:pv_flush(\"all\", { vcpus = { 3 } })",

@@ -53,6 +53,8 @@ final class NestedTables: SyncPolicy {
         #expect(g.vcpuStats.eptViolations - before.eptViolations == 2)
         #expect(g.vcpuStats.exitsPageFault - before.exitsPageFault == 3)
         #expect(g.mmu.stats.nestedLinks == 1 && g.mmu.nestedLinkCount(toTable: table) == 1)
+        let walk = g.mmu.vcpus[0].shadowWalk(of: g.va(table: 0, page: 1))
+        #expect(walk.end == .nested(table: table, level: 1) && walk.steps.map(\.level) == [4, 3, 2])
         g.expectConsistent("linked nested")
 
         // Stores to the table are native once the kernel's mapping of its frame, read-only

@@ -439,7 +439,7 @@ func registerVCPUClass(_ lua: LuaState) {
             call.push(try cpu(&call).index + 1)
             return 1
         }),
-    ] + paravirtualVCPUMethods, toString: { object in
+    ] + paravirtualVCPUMethods + introspectionVCPUMethods, toString: { object in
         guard let vcpu = object as? VCPU else { return "shadowsim.VCPU" }
         return "shadowsim.VCPU vcpu[\(vcpu.index + 1)] (\(vcpu.mode), CR3 \(hex(vcpu.cr3)))"
     })

@@ -59,3 +59,55 @@ extension ShadowMMU {
         return out
     }
 }
+
+/// The hardware walk of one linear address through a vCPU's current shadow root: the
+/// sptes it reads, and where it ends.
+public struct ShadowWalkInfo: Sendable, Equatable {
+    /// One spte read: the shadow page (handle, level), the index and the value.
+    public struct Step: Sendable, Equatable {
+        public var handle: Int32
+        public var level: Int
+        public var index: Int
+        public var value: UInt64
+    }
+    /// Where the walk ends.
+    public enum End: Sendable, Equatable {
+        /// At a present leaf spte (the last step).
+        case leaf
+        /// At a not-present spte: the access takes a shadow page fault.
+        case notPresent
+        /// At a nested link (agile paging): the walk goes on in guest table `table`,
+        /// which holds level-`level` entries, each address translated by the EPT.
+        case nested(table: UInt64, level: Int)
+        /// There is no shadow root (nested paging, or before the vCPU first entered).
+        case noShadowRoot
+    }
+    public var steps: [Step]
+    public var end: End
+
+    public init(steps: [Step], end: End) {
+        self.steps = steps
+        self.end = end
+    }
+}
+
+extension ShadowVCPU {
+    /// How the hardware would walk `va` now, through the current root (what
+    /// `shadow_walks` and `nested_walks` count, for one address).
+    public func shadowWalk(of va: UInt64) -> ShadowWalkInfo {
+        guard root.isValid, var sp = rootPage(root, for: va) else { return ShadowWalkInfo(steps: [], end: .noShadowRoot) }
+        var steps: [ShadowWalkInfo.Step] = []
+        while true {
+            let index = ShadowVCPU.shadowIndex(va, level: sp.level)
+            let spte = sp.spt[index]
+            steps.append(.init(handle: sp.id, level: sp.level, index: index, value: spte))
+            guard SPTE.isPresent(spte) else { return ShadowWalkInfo(steps: steps, end: .notPresent) }
+            if sp.level == 1 || spte & SPTE.large != 0 { return ShadowWalkInfo(steps: steps, end: .leaf) }
+            if SPTE.isNestedLink(spte) {
+                return ShadowWalkInfo(steps: steps, end: .nested(table: SPTE.target(spte), level: sp.level - 1))
+            }
+            guard let child = mmu.child(of: spte, level: sp.level) else { return ShadowWalkInfo(steps: steps, end: .notPresent) }
+            sp = child
+        }
+    }
+}
