@@ -29,4 +29,27 @@ import KVMUnsync
         #expect(r.isOK && r.value == 7)
         #expect(try cpu.loadCR3(space.root).isOK)
     }
+
+    /// A handle names one page for good: once that page is freed, the handle resolves to
+    /// nothing, even when a new page has taken the same id.
+    @Test func aStaleHandleIsDetectablyStale() throws {
+        let g = try Guest(KVMUnsync())
+        _ = try g.map(0, table: 0, page: 0)
+        try g.switchTo(0)
+        _ = try g.read(g.va(table: 0, page: 0))
+        let entry = try #require(try g.spaces[0].entry(g.va(table: 0, page: 0), level: 1))
+        let table = try #require(g.mmu.shadowPages(of: entry.address >> 12).first)
+        let handle = table.handle
+        #expect(g.mmu.page(handle) === table && g.mmu.isLive(table))
+        g.mmu.prepareZap(table)
+        g.mmu.commitZaps()
+        #expect(g.mmu.page(handle) == nil && !g.mmu.isLive(table))
+        // The next shadow page built takes the freed id; the old handle still names nothing.
+        _ = try g.cpu.invlpg(g.va(table: 0, page: 0))
+        _ = try g.read(g.va(table: 0, page: 0))
+        let rebuilt = try #require(g.mmu.shadowPages(of: entry.address >> 12).first)
+        #expect(rebuilt.id == handle.id && rebuilt.handle != handle)
+        #expect(g.mmu.page(handle) == nil && g.mmu.page(rebuilt.handle) === rebuilt)
+        g.expectConsistent()
+    }
 }

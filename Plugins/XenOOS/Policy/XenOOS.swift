@@ -17,8 +17,10 @@ public final class XenOOS: SyncPolicy {
 
     static let slotsPerVCPU = 3
 
+    /// An out-of-sync page, held by handle: a page freed since is detectably gone.
     struct OutOfSync {
-        let page: ShadowPage
+        let page: ShadowPageHandle
+        let gfn: UInt64
         var snapshot: [UInt64]
     }
 
@@ -52,7 +54,7 @@ public final class XenOOS: SyncPolicy {
     public func didPropagate(_ page: ShadowPage, _ index: Int, in mmu: ShadowMMU) {
         guard page.unsync else { return }
         for v in slots.indices {
-            for i in slots[v].indices where slots[v][i]?.page === page {
+            for i in slots[v].indices where slots[v][i]?.page == page.handle {
                 slots[v][i]!.snapshot[index] = mmu.guestEntry(page, index) ?? 0
             }
         }
@@ -64,8 +66,8 @@ public final class XenOOS: SyncPolicy {
         let mmu = vcpu.mmu
         let v = vcpu.index
         var index = Int(page.gfn % UInt64(XenOOS.slotsPerVCPU))
-        var incoming = OutOfSync(page: page, snapshot: (0..<512).map { mmu.guestEntry(page, $0) ?? 0 })
-        if let occupant = slots[v][index], Int(occupant.page.gfn % UInt64(XenOOS.slotsPerVCPU)) == index {
+        var incoming = OutOfSync(page: page.handle, gfn: page.gfn, snapshot: (0..<512).map { mmu.guestEntry(page, $0) ?? 0 })
+        if let occupant = slots[v][index], Int(occupant.gfn % UInt64(XenOOS.slotsPerVCPU)) == index {
             slots[v][index] = incoming
             incoming = occupant
             index = (index + 1) % XenOOS.slotsPerVCPU
@@ -81,30 +83,31 @@ public final class XenOOS: SyncPolicy {
     /// Write-protect, re-derive the entries that changed since the snapshot, back in sync.
     private func resyncFully(_ oos: OutOfSync, vcpu: ShadowVCPU) {
         let mmu = vcpu.mmu
-        guard oos.page.unsync else { return }
-        if mmu.writeProtect(gfn: oos.page.gfn) { mmu.flushRemoteTLBs() }
+        guard let page = mmu.page(oos.page), page.unsync else { return }
+        if mmu.writeProtect(gfn: page.gfn) { mmu.flushRemoteTLBs() }
         _ = update(oos, vcpu: vcpu)
-        mmu.markSynced(oos.page)
+        mmu.markSynced(page)
     }
 
     /// Xen's `sh_resync_l1`: only entries whose guest value differs from the snapshot.
     private func update(_ oos: OutOfSync, vcpu: ShadowVCPU) -> OutOfSync {
         let mmu = vcpu.mmu
+        guard let page = mmu.page(oos.page) else { return oos }
         var oos = oos
         var changed: [Int] = []
         for i in 0..<512 {
-            let guest = mmu.guestEntry(oos.page, i) ?? 0
+            let guest = mmu.guestEntry(page, i) ?? 0
             guard guest != oos.snapshot[i] else { continue }
             changed.append(i)
             oos.snapshot[i] = guest
         }
-        if mmu.resyncEntries(oos.page, changed, vcpu: vcpu) { mmu.flushRemoteTLBs() }
+        if mmu.resyncEntries(page, changed, vcpu: vcpu) { mmu.flushRemoteTLBs() }
         return oos
     }
 
     public func willLeaveUnsync(_ page: ShadowPage, in mmu: ShadowMMU) {
         for v in slots.indices {
-            for i in slots[v].indices where slots[v][i]?.page === page { slots[v][i] = nil }
+            for i in slots[v].indices where slots[v][i]?.page == page.handle { slots[v][i] = nil }
         }
     }
 
@@ -139,8 +142,8 @@ public final class XenOOS: SyncPolicy {
         let roots = vcpu.currentRootPages
         for v in slots.indices where v != vcpu.index {
             for i in slots[v].indices {
-                guard let oos = slots[v][i], oos.page.unsync else { continue }
-                if safeNotToSync(oos.page, roots: roots, in: vcpu.mmu) { continue }
+                guard let oos = slots[v][i], let page = vcpu.mmu.page(oos.page), page.unsync else { continue }
+                if safeNotToSync(page, roots: roots, in: vcpu.mmu) { continue }
                 slots[v][i] = update(oos, vcpu: vcpu)
             }
         }

@@ -184,24 +184,14 @@ extension ShadowVCPU {
         return PermissionTable(controls: c, rflagsAC: vcpu.rflagsAC)
     }
 
-    /// The hardware walk of the shadow tables, as pointer chasing through the MMU's
-    /// tables by page id: the slot of the present leaf spte for `va`, or nil.
+    /// The hardware walk of the shadow tables, as id chasing through the MMU's
+    /// `PageSlots`: the slot of the present leaf spte for `va` (or of the nested link the
+    /// walk meets), or nil.
     @inline(__always)
-    func shadowLeafSlot(for va: UInt64) -> (spt: UnsafeMutablePointer<UInt64>, index: Int, level: Int)? {
+    func shadowLeafSlot(for va: UInt64) -> (spt: SPTEntries, index: Int, level: Int)? {
         let rootID: Int32
         if let pae = root.paeRoots { rootID = pae[Int((va >> 30) & 3)] } else { rootID = root.page }
-        let table = mmu.sptTable, levels = mmu.levelTable, capacity = mmu.tableCapacity
-        var id = Int(rootID)
-        while id >= 0 && id < capacity, let spt = table[id] {
-            let level = Int(levels[id])
-            let index = Int((va >> UInt64(12 + 9 * (level - 1))) & 511)
-            let spte = spt[index]
-            guard SPTE.isPresent(spte) else { return nil }
-            // A leaf, or a nested link (the caller finishes the walk in guest tables).
-            if level == 1 || spte & (SPTE.large | SPTE.nestedLink) != 0 { return (spt, index, level) }
-            id = Int(SPTE.target(spte))
-        }
-        return nil
+        return mmu.slots.leafSlot(root: rootID, va: va)
     }
 
     /// The hardware walk of the shadow tables: the present leaf spte for `va`, or nil.

@@ -1,8 +1,8 @@
 /// For each guest frame, the leaf sptes that map it (KVM's rmap): one 8-byte head per
 /// frame, so the common case — a frame mapped once — costs 8 bytes and no allocation.
 ///
-/// Heads hang off a radix like guest memory's (1 GiB directories of 512-frame chunks,
-/// allocated on first use), so a large guest that touched little costs little. A head is
+/// Heads hang off a radix like guest memory's (`HeadRadix`, Storage.swift), so a large
+/// guest that touched little costs little. A head is
 /// 0 (no mapping), one packed reference with bit 0 set, or one more than the index of a
 /// list, shifted left by one, for a frame mapped more than once. Frames beyond guest memory (a guest
 /// entry may name one) keep their heads in a dictionary.
@@ -11,9 +11,8 @@
 /// instead); `entries` is the number of references held; a reference appears at most
 /// once per frame.
 final class ReverseMap {
-    private let directories: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>?>
-    private let directoryCount: Int
-    private var chunkPages = 0
+    /// Heads of the frames of guest memory (Storage.swift).
+    private let radix: HeadRadix
     private var outside: [UInt64: UInt64] = [:]
     /// Frames mapped more than once; freed slots are reused.
     private var lists: [[SPTERef]] = []
@@ -22,23 +21,12 @@ final class ReverseMap {
     private(set) var entries = 0
 
     init(frames: UInt64) {
-        directoryCount = Int((frames + (1 << 18) - 1) >> 18)
-        directories = .allocate(capacity: max(directoryCount, 1))
-        directories.initialize(repeating: nil, count: max(directoryCount, 1))
-    }
-
-    deinit {
-        for d in 0..<directoryCount {
-            guard let dir = directories[d] else { continue }
-            for c in 0..<512 { dir[c]?.deallocate() }
-            dir.deallocate()
-        }
-        directories.deallocate()
+        radix = HeadRadix(frames: frames)
     }
 
     /// Host bytes held: radix pages, list storage and out-of-range heads.
     var residentBytes: Int {
-        chunkPages * 4096 + directoryCount * 8 + lists.reduce(0) { $0 + 32 + $1.capacity * 8 } + outside.count * 24
+        radix.residentBytes + lists.reduce(0) { $0 + 32 + $1.capacity * 8 } + outside.count * 24
     }
 
     // MARK: Heads
@@ -56,38 +44,14 @@ final class ReverseMap {
     @inline(__always) private static func listHead(_ index: Int) -> UInt64 { UInt64(index + 1) << 1 }
     @inline(__always) private static func listIndex(_ head: UInt64) -> Int { Int(truncatingIfNeeded: head >> 1) - 1 }
 
-    /// The slot of `gfn`'s head inside the radix, creating its chunk if `create`.
-    @inline(__always) private func slot(_ gfn: UInt64, create: Bool) -> UnsafeMutablePointer<UInt64>? {
-        let d = Int(truncatingIfNeeded: gfn >> 18)
-        guard d < directoryCount else { return nil }
-        var dir = directories[d]
-        if dir == nil {
-            guard create else { return nil }
-            dir = .allocate(capacity: 512)
-            dir!.initialize(repeating: nil, count: 512)
-            directories[d] = dir
-        }
-        let c = Int(truncatingIfNeeded: (gfn >> 9) & 511)
-        var chunk = dir![c]
-        if chunk == nil {
-            guard create else { return nil }
-            chunk = .allocate(capacity: 512)
-            chunk!.initialize(repeating: 0, count: 512)
-            dir![c] = chunk
-            chunkPages += 1
-        }
-        return chunk! + Int(truncatingIfNeeded: gfn & 511)
-    }
-
     private func head(_ gfn: UInt64) -> UInt64 {
-        if let s = slot(gfn, create: false) { return s.pointee }
-        return Int(truncatingIfNeeded: gfn >> 18) < directoryCount ? 0 : outside[gfn] ?? 0
+        radix.covers(gfn) ? radix.head(gfn) : outside[gfn] ?? 0
     }
 
     private func setHead(_ gfn: UInt64, _ value: UInt64) {
-        if let s = slot(gfn, create: value != 0) {
-            s.pointee = value
-        } else if Int(truncatingIfNeeded: gfn >> 18) >= directoryCount {
+        if radix.covers(gfn) {
+            radix.setHead(gfn, value)
+        } else {
             outside[gfn] = value == 0 ? nil : value
         }
     }
@@ -125,13 +89,7 @@ final class ReverseMap {
     /// Every frame with at least one mapping (for whole-map checks; not a hot path).
     var mappedFrames: [UInt64] {
         var out: [UInt64] = []
-        for d in 0..<directoryCount {
-            guard let dir = directories[d] else { continue }
-            for c in 0..<512 {
-                guard let chunk = dir[c] else { continue }
-                for i in 0..<512 where chunk[i] != 0 { out.append(UInt64(d) << 18 | UInt64(c) << 9 | UInt64(i)) }
-            }
-        }
+        radix.forEachNonZero { out.append($0) }
         return out + outside.keys.sorted()
     }
 

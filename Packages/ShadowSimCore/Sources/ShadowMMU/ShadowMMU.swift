@@ -65,11 +65,9 @@ public final class ShadowMMU {
     public internal(set) var vcpus: [ShadowVCPU] = []
 
     var pages: [ShadowPage?] = []
-    /// By page id: the page's sptes and level (0 = no page), so the hardware walk of the
-    /// shadow tables is pointer chasing with no reference counting.
-    private(set) var sptTable: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?> = .allocate(capacity: 0)
-    private(set) var levelTable: UnsafeMutablePointer<UInt8> = .allocate(capacity: 0)
-    private(set) var tableCapacity = 0
+    /// By page id: the page's sptes and level, so the hardware walk of the shadow tables
+    /// is id chasing with no reference counting (Storage.swift).
+    private(set) var slots = PageSlots()
     var freeIDs: [Int32] = []
     var serial: UInt64 = 0
     /// The newest page hashed under each gfn; `hashNext` chains to the older ones (-1 ends).
@@ -82,19 +80,14 @@ public final class ShadowMMU {
     var disallowLarge = FrameMap<Int>()
     var indirectShadowPages = 0
     /// Creation order of pages (oldest first: KVM's active list), with holes for pages
-    /// zapped since. A slot names the page by id *and* serial: ids are reused, and a hole
-    /// must never stand for the later page that got its id.
-    var activeOrder: [ActiveSlot] = []
+    /// zapped since. By handle: ids are reused, and a hole must never stand for the later
+    /// page that got its id.
+    var activeOrder: [ShadowPageHandle] = []
     var activeHoles = 0
 
-    struct ActiveSlot {
-        let id: Int32
-        let serial: UInt64
-    }
-
     /// The page a slot of `activeOrder` stands for, if it is still on the active list.
-    func activePage(_ slot: ActiveSlot) -> ShadowPage? {
-        guard let sp = page(slot.id), sp.serial == slot.serial, sp.onActiveList else { return nil }
+    func activePage(_ slot: ShadowPageHandle) -> ShadowPage? {
+        guard let sp = page(slot), sp.onActiveList else { return nil }
         return sp
     }
     /// Zapped pages awaiting one flush and their release (KVM's invalid_list).
@@ -165,21 +158,7 @@ public final class ShadowMMU {
         // The machine may outlive its MMU: its vCPUs go back to bare metal.
         for v in vcpus where v.vcpu.backend === v { v.vcpu.backend = BareMetal.shared }
         host.registered.removeAll { $0.mmu === self }
-        sptTable.deallocate()
-        levelTable.deallocate()
-    }
-
-    private func growTables(to minimum: Int) {
-        let capacity = max(minimum, tableCapacity * 2, 64)
-        let spts = UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>.allocate(capacity: capacity)
-        spts.initialize(repeating: nil, count: capacity)
-        spts.update(from: sptTable, count: tableCapacity)
-        let levels = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
-        levels.initialize(repeating: 0, count: capacity)
-        levels.update(from: levelTable, count: tableCapacity)
-        sptTable.deallocate()
-        levelTable.deallocate()
-        (sptTable, levelTable, tableCapacity) = (spts, levels, capacity)
+        slots.release()
     }
 
     public var mode: PagingMode { machine.mode }
@@ -189,6 +168,16 @@ public final class ShadowMMU {
     public func page(_ id: Int32) -> ShadowPage? {
         id >= 0 && Int(id) < pages.count ? pages[Int(id)] : nil
     }
+
+    /// The page `handle` names, or nil when that page is gone (freed; its id may name
+    /// another page now).
+    public func page(_ handle: ShadowPageHandle) -> ShadowPage? {
+        guard let sp = page(handle.id), sp.serial == handle.serial else { return nil }
+        return sp
+    }
+
+    /// Whether `sp` is still one of this MMU's pages (not freed).
+    public func isLive(_ sp: ShadowPage) -> Bool { page(sp.handle) != nil }
 
     /// Valid pages that shadow guest table `gfn` (KVM's for_each_gfn_valid_sp_with_gptes).
     public func shadowPages(of gfn: UInt64) -> [ShadowPage] {
@@ -315,13 +304,11 @@ public final class ShadowMMU {
         let sp = ShadowPage(id: id, gfn: gfn, role: role, serial: serial)
         pages[Int(id)] = sp
         noteChange(id)
-        if Int(id) >= tableCapacity { growTables(to: Int(id) + 1) }
-        sptTable[Int(id)] = sp.spt
-        levelTable[Int(id)] = UInt8(role.level)
+        slots.set(id, sp.spt, level: role.level)
         if hashNext.count <= Int(id) { hashNext.append(contentsOf: repeatElement(-1, count: Int(id) + 1 - hashNext.count)) }
         hashNext[Int(id)] = hash[gfn] ?? -1
         hash[gfn] = id
-        activeOrder.append(ActiveSlot(id: id, serial: sp.serial))
+        activeOrder.append(sp.handle)
         stats.shadowPages &+= 1
         if sp.hasGPTEs { accountShadowed(sp) }
         return sp
@@ -596,7 +583,7 @@ public final class ShadowMMU {
     /// every vCPU flushed, once) by `commitZaps`, or when its last root reference goes.
     @discardableResult
     public func prepareZap(_ sp: ShadowPage) -> Int {
-        guard pages[Int(sp.id)] === sp else { return 0 }
+        guard isLive(sp) else { return 0 }
         if tracing { trace("kvm_mmu_prepare_zap_page", Self.traceDescription(of: sp)) }
         stats.mmuShadowZapped &+= 1
         var zapped = 0
@@ -652,8 +639,7 @@ public final class ShadowMMU {
         unhash(sp)
         pages[Int(sp.id)] = nil
         noteChange(sp.id)
-        sptTable[Int(sp.id)] = nil
-        levelTable[Int(sp.id)] = 0
+        slots.clear(sp.id)
         freeIDs.append(sp.id)
         stats.shadowPages &-= 1
     }

@@ -99,6 +99,15 @@ public struct SPTERef: Hashable, Sendable {
     }
 }
 
+/// A name for a shadow page that cannot outlive it unnoticed: the page's id (ids are
+/// reused once a page is freed) and its serial (never reused). `ShadowMMU.page(_:)`
+/// gives nil for a handle whose page is gone, so a stale handle is detectably stale;
+/// holding one keeps nothing alive.
+public struct ShadowPageHandle: Hashable, Sendable {
+    public let id: Int32
+    public let serial: UInt64
+}
+
 /// One shadow page: 512 sptes and the bookkeeping that keeps them in sync.
 ///
 /// Invariants (checked by `ShadowMMU.verify`): `unsyncChildren` is the number of set bits
@@ -111,9 +120,9 @@ public final class ShadowPage {
     public internal(set) var role: PageRole
     public let gfn: UInt64
     /// The 512 sptes, then (upper levels only) the 8 words of the unsync-child bitmap, in
-    /// one allocation (the shadow walk reads it through `ShadowMMU.sptTable`, without
-    /// touching this object).
-    let spt: UnsafeMutablePointer<UInt64>
+    /// one allocation this page owns (the shadow walk reads it through `PageSlots`,
+    /// without touching this object).
+    let spt: SPTEntries
     public internal(set) var parents: [SPTERef] = []
     /// Creation order, for recycling the oldest first (never reused, unlike `id`).
     public let serial: UInt64
@@ -138,22 +147,21 @@ public final class ShadowPage {
         set { storedWriteFloodingCount = Int32(truncatingIfNeeded: newValue) }
     }
 
-    /// Which sptes lead to unsync pages (nil for a page table: it has no children).
-    @inline(__always) private var unsyncChildBitmap: UnsafeMutablePointer<UInt64>? {
-        role.level > 1 ? spt + 512 : nil
-    }
+    /// Whether the page has an unsync-child bitmap (a page table has no children).
+    @inline(__always) private var hasBitmap: Bool { role.level > 1 }
 
     init(id: Int32, gfn: UInt64, role: PageRole, serial: UInt64) {
         self.id = id
         self.gfn = gfn
         self.role = role
         self.serial = serial
-        let words = role.level > 1 ? 512 + 8 : 512
-        spt = .allocate(capacity: words)
-        spt.initialize(repeating: 0, count: words)
+        spt = .allocate(withBitmap: role.level > 1)
     }
 
     deinit { spt.deallocate() }
+
+    /// The page's generation-checked name (see `ShadowPageHandle`).
+    public var handle: ShadowPageHandle { ShadowPageHandle(id: id, serial: serial) }
 
     /// Shadows a guest table (not a direct page).
     public var hasGPTEs: Bool { !role.direct }
@@ -163,27 +171,26 @@ public final class ShadowPage {
 
     func testAndSetUnsyncBit(_ index: Int) -> Bool {
         // A page table has no children; nothing can lead through it (verify would say so).
-        guard let bitmap = unsyncChildBitmap else { return true }
+        guard hasBitmap else { return true }
         let word = index >> 6, bit = UInt64(1) << UInt64(index & 63)
-        let was = bitmap[word] & bit != 0
-        bitmap[word] |= bit
-        return was
+        let was = spt.bitmapWord(word)
+        spt.setBitmapWord(word, was | bit)
+        return was & bit != 0
     }
 
     func clearUnsyncBit(_ index: Int) {
-        unsyncChildBitmap?[index >> 6] &= ~(UInt64(1) << UInt64(index & 63))
+        guard hasBitmap else { return }
+        spt.setBitmapWord(index >> 6, spt.bitmapWord(index >> 6) & ~(UInt64(1) << UInt64(index & 63)))
     }
 
     /// Word `w` (0..<8) of the unsync-child bitmap: bits for entries `64 * w ..< 64 * w + 64`.
-    func unsyncWord(_ w: Int) -> UInt64 { unsyncChildBitmap?[w] ?? 0 }
+    func unsyncWord(_ w: Int) -> UInt64 { hasBitmap ? spt.bitmapWord(w) : 0 }
 
     func unsyncBit(_ index: Int) -> Bool {
-        guard let bitmap = unsyncChildBitmap else { return false }
-        return bitmap[index >> 6] & (UInt64(1) << UInt64(index & 63)) != 0
+        hasBitmap && spt.bitmapWord(index >> 6) & (UInt64(1) << UInt64(index & 63)) != 0
     }
 
     var unsyncBitCount: Int {
-        guard let bitmap = unsyncChildBitmap else { return 0 }
-        return (0..<8).reduce(0) { $0 + bitmap[$1].nonzeroBitCount }
+        hasBitmap ? (0..<8).reduce(0) { $0 + spt.bitmapWord($1).nonzeroBitCount } : 0
     }
 }

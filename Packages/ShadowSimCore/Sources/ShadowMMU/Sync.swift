@@ -27,35 +27,22 @@ extension ShadowMMU {
     /// What syncing the entries of one page needs, worked out once per page: where its
     /// guest table is (read straight from the frame), and the checks' constants.
     struct SyncContext {
-        /// The guest's entries as 8- or 4-byte words (entry 0 first; a 32-bit table's
-        /// quadrant already applied). Both nil: the table was never written (it reads as
-        /// zeros) or lies beyond guest memory.
-        var entries64: UnsafePointer<UInt64>?
-        var entries32: UnsafePointer<UInt32>?
-        /// The table lies beyond guest memory: every entry is unreadable.
-        var unbacked: Bool
+        /// The guest's entries (entry 0 first; a 32-bit table's quadrant already applied).
+        var guest: GuestTableView
         var reserved: UInt64
         var executeDisable: Bool
         var cleanLeafWritable: Bool
         var has4ByteGPTE: Bool
         var roleAccess: UInt8
 
-        @inline(__always) func gpte(_ index: Int) -> UInt64? {
-            if let entries64 { return UInt64(littleEndian: entries64[index]) }
-            if let entries32 { return UInt64(UInt32(littleEndian: entries32[index])) }
-            return unbacked ? nil : 0
-        }
+        /// Guest entry `index`: 0 for a table never written, nil beyond guest memory.
+        @inline(__always) func gpte(_ index: Int) -> UInt64? { guest.entry(index) }
     }
 
     func syncContext(_ sp: ShadowPage, vcpu: ShadowVCPU) -> SyncContext {
-        let first = gpteAddress(sp, 0)
-        let size = sp.role.has4ByteGPTE ? 4 : 8
-        let unbacked = !machine.memory.contains(first, size: 512 * size)
-        // Entries are naturally aligned in their frame: 512 of them never cross it.
-        let base = unbacked ? nil : machine.memory.frame(first >> 12).map { UnsafeRawPointer($0 + Int(first & 0xFFF)) }
-        return SyncContext(entries64: size == 8 ? base?.assumingMemoryBound(to: UInt64.self) : nil,
-                           entries32: size == 4 ? base?.assumingMemoryBound(to: UInt32.self) : nil,
-                           unbacked: unbacked,
+        let guest = GuestTableView(memory: machine.memory, first: gpteAddress(sp, 0),
+                                   entrySize: sp.role.has4ByteGPTE ? 4 : 8)
+        return SyncContext(guest: guest,
                            reserved: vcpu.vcpu.controls.reservedBits(level: 1, isLeaf: true),
                            executeDisable: vcpu.vcpu.controls.executeDisableEnabled,
                            cleanLeafWritable: injected.omits(.dirtyCleanLeaf), has4ByteGPTE: sp.role.has4ByteGPTE,
@@ -304,7 +291,7 @@ extension ShadowMMU {
             for leaf in leaves {
                 let sp = leaf.page
                 unlinkUnsync(sp)
-                if pages[Int(sp.id)] === sp && syncPage(sp, vcpu: vcpu) > 0 { flush = true }
+                if isLive(sp) && syncPage(sp, vcpu: vcpu) > 0 { flush = true }
                 clearPath(leaf.path)
             }
         }
@@ -319,11 +306,11 @@ extension ShadowMMU {
     /// write-protect, clear unsync, sync, clear it in its parents. Returns whether a
     /// TLB flush is needed; zaps are left for `commitZaps`.
     public func syncUnsyncPage(_ sp: ShadowPage, vcpu: ShadowVCPU) -> Bool {
-        guard sp.unsync, pages[Int(sp.id)] === sp else { return false }
+        guard sp.unsync, isLive(sp) else { return false }
         let protected = writeProtect(gfn: sp.gfn)
         unlinkUnsync(sp)
         let r = syncPage(sp, vcpu: vcpu)
-        if pages[Int(sp.id)] === sp && !sp.role.invalid { clearParents(of: sp) }
+        if isLive(sp) && !sp.role.invalid { clearParents(of: sp) }
         return protected || r > 0
     }
 }

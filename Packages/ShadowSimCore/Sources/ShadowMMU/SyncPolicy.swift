@@ -188,7 +188,7 @@ public enum PluginABI {
     /// hypercall counters, `detach`, `unsyncIndex`; `chargeLock` and `countPageSync` no
     /// longer public; 6: `rootSync`, `addressInvalidation`, `pcidInvalidation` and
     /// `guestFlush`, their imperative hooks optional; 7: `walkDecision` and
-    /// `didTrapTableWrite`, nested links).
+    /// `didTrapTableWrite`, nested links, `ShadowPageHandle`).
     @inlinable public static var version: Int32 { 7 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
