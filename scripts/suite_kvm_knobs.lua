@@ -54,6 +54,7 @@ for _, halted in ipairs{ false, true } do
     expect_eq(#vm:sptes(frame >> 12), 0, "none left")
   elseif vm.policy == "tdp" then
     expect_eq(dropped, 1, "the EPT entry dropped")
+    expect_eq((before.pages_4k + before.pages_2m) - (after.pages_4k + after.pages_2m), 1, "one EPT leaf fewer")
   else
     expect_eq(dropped, 0, "no hypervisor, nothing to drop")
   end

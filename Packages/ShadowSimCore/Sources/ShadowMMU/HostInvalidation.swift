@@ -23,9 +23,17 @@ extension ShadowMMU {
         }
         // The EPT: all of it under nested paging, what nested walks mapped otherwise.
         if !shadowsGuestTables || !tdpMapped.isEmpty {
+            // Under nested paging the EPT's leaves are the pages_4k/2m gauges (mapForTDP).
+            let gauged = !shadowsGuestTables
             for gfn in first..<end {
-                if tdpMapped.remove(gfn) != nil { dropped += 1 }
-                if tdpMapped.remove(gfn >> 9 | 1 << 62) != nil { dropped += 1 }
+                if tdpMapped.remove(gfn) != nil {
+                    dropped += 1
+                    if gauged { stats.pages4K &-= 1 }
+                }
+                if tdpMapped.remove(gfn >> 9 | 1 << 62) != nil {
+                    dropped += 1
+                    if gauged { stats.pages2M &-= 1 }
+                }
             }
         }
         if dropped > 0 { flushRemoteTLBsFromHost() }
