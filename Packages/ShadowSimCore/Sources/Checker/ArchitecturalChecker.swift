@@ -77,6 +77,19 @@ public final class ArchitecturalChecker: MachineObserver {
         var entryAddress: UInt64      // where its leaf entry lives
     }
 
+    /// A CR3 load records the global translations of the root it leaves. Doing it again
+    /// for the same root adds nothing while (1) the tables read then are unchanged, (2) the
+    /// controls are the same, and (3) none of the vCPU's global records was removed since:
+    /// every record would be a duplicate. This remembers when that holds.
+    struct GlobalSnapshot {
+        var root: PagingRoot
+        var controls: PagingControls
+        var globalRemovals: UInt64
+        /// The frames of the tables the snapshot read.
+        var tables: Set<UInt64>
+        static let kept = 16
+    }
+
     /// The root a vCPU runs on, under its PCID.
     struct Context {
         var pcid: UInt16
@@ -84,6 +97,14 @@ public final class ArchitecturalChecker: MachineObserver {
     }
 
     var stale: [[UInt64: [Stale]]]
+    /// Per vCPU: global records removed from its stale list so far (see `GlobalSnapshot`).
+    var globalRemovals: [UInt64]
+    /// Per vCPU: the last snapshots of the global translations of roots it left (the
+    /// most recent `GlobalSnapshot.kept` roots).
+    var globalSnapshots: [[GlobalSnapshot]]
+    /// The tables those snapshots read (all of them: a store to one voids the snapshots
+    /// that read it).
+    var globalSnapshotTables = Set<UInt64>()
     var contexts: [Context]
     var index = StructureIndex()
     var indexValid = false
@@ -94,6 +115,8 @@ public final class ArchitecturalChecker: MachineObserver {
         self.mmu = mmu
         self.paranoid = paranoid
         stale = Array(repeating: [:], count: machine.vcpus.count)
+        globalRemovals = Array(repeating: 0, count: machine.vcpus.count)
+        globalSnapshots = Array(repeating: [], count: machine.vcpus.count)
         staleAllowed = Array(repeating: 0, count: machine.vcpus.count)
         contexts = machine.vcpus.map { Context(pcid: $0.currentPCID, root: $0.pagingRoot) }
         for v in machine.vcpus { v.observer = self }
@@ -104,6 +127,12 @@ public final class ArchitecturalChecker: MachineObserver {
     public func willStore(_ vcpu: VCPU?, physicalAddress pa: UInt64, size: Int) throws(MachineError) {
         recent.add(events &+ 1, .store(vcpu: vcpu?.index ?? -1, size: size, physicalAddress: pa))
         if vcpu == nil { hostWrittenFrames.insert(pa >> 12) }
+        if !globalSnapshotTables.isEmpty && globalSnapshotTables.contains(pa >> 12) {
+            for v in globalSnapshots.indices { globalSnapshots[v].removeAll { $0.tables.contains(pa >> 12) } }
+            globalSnapshotTables = globalSnapshots.reduce(into: Set<UInt64>()) { all, list in
+                for snapshot in list { all.formUnion(snapshot.tables) }
+            }
+        }
         ensureIndex()
         guard let uses = index.tables[pa >> 12] else { return }
         for use in uses {
@@ -146,12 +175,24 @@ public final class ArchitecturalChecker: MachineObserver {
         let v = machine.vcpus[vcpu]
         let pge = v.cr4 & CR4.pge != 0
         if onlyGlobal && !pge { return }
+        if onlyGlobal, globalSnapshots[vcpu].contains(where: {
+            $0.root == root && $0.controls == v.controls && $0.globalRemovals == globalRemovals[vcpu]
+        }) { return }
         var leaves: [Leaf] = []
-        index.enumerateLeaves(root: root, controls: v.controls, memory: machine.memory, onlyGlobal: onlyGlobal) {
+        var tables = Set<UInt64>()
+        index.enumerateLeaves(root: root, controls: v.controls, memory: machine.memory, onlyGlobal: onlyGlobal,
+                              tables: onlyGlobal ? { tables.insert($0) } : nil) {
             leaves.append($0)
         }
         for leaf in leaves {
             addStale(leaf, vcpu: vcpu, pcid: pcid, pge: pge)
+        }
+        if onlyGlobal {
+            globalSnapshotTables.formUnion(tables)
+            globalSnapshots[vcpu].removeAll { $0.root == root || $0.globalRemovals != globalRemovals[vcpu] }
+            if globalSnapshots[vcpu].count == GlobalSnapshot.kept { globalSnapshots[vcpu].removeFirst() }
+            globalSnapshots[vcpu].append(GlobalSnapshot(root: root, controls: v.controls, globalRemovals: globalRemovals[vcpu],
+                                                        tables: tables))
         }
     }
 
@@ -231,8 +272,16 @@ public final class ArchitecturalChecker: MachineObserver {
     func removeStale(_ v: Int, where shouldRemove: (Stale) -> Bool) {
         for (key, list) in stale[v] {
             let kept = list.filter { !shouldRemove($0) }
+            noteRemovals(v, from: list, kept: kept)
             stale[v][key] = kept.isEmpty ? nil : kept
         }
+    }
+
+    /// Counts a removal of global records (what voids a remembered `GlobalSnapshot`).
+    private func noteRemovals(_ v: Int, from list: [Stale], kept: [Stale]) {
+        guard kept.count < list.count else { return }
+        func globals(_ records: [Stale]) -> Int { records.reduce(0) { $0 + ($1.tag == -1 ? 1 : 0) } }
+        if globals(kept) < globals(list) { globalRemovals[v] &+= 1 }
     }
 
     func removeStale(_ v: Int, covering va: UInt64, where shouldRemove: (Stale) -> Bool) {
@@ -240,6 +289,7 @@ public final class ArchitecturalChecker: MachineObserver {
             let key = StructureIndex.key(va & ~size.offsetMask, size)
             guard let list = stale[v][key] else { continue }
             let kept = list.filter { !shouldRemove($0) }
+            noteRemovals(v, from: list, kept: kept)
             stale[v][key] = kept.isEmpty ? nil : kept
         }
     }

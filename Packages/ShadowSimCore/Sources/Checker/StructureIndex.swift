@@ -116,9 +116,10 @@ struct StructureIndex {
     }
 
     /// Every translation reachable through `entry` (at `level`, mapping from `va`); only
-    /// the global ones if `onlyGlobal`.
+    /// the global ones if `onlyGlobal`. `tables`, if given, hears of every table read.
     func collectLeaves(entry: UInt64, address: UInt64, level: Int, va: UInt64, rights: PageRights,
-                       controls: PagingControls, memory: GuestMemory, onlyGlobal: Bool = false, into out: inout [Leaf]) {
+                       controls: PagingControls, memory: GuestMemory, onlyGlobal: Bool = false,
+                       tables: ((UInt64) -> Void)? = nil, into out: inout [Leaf]) {
         guard entry & PTE.present != 0 else { return }
         let leaf = isLeaf(entry, level, controls)
         guard entry & controls.reservedBits(level: level, isLeaf: leaf) == 0 else { return }
@@ -134,6 +135,7 @@ struct StructureIndex {
         let (entries, span) = StructureIndex.geometry(controls.mode, level: level - 1)
         let table = controls.frameAddress(of: entry, level: level, isLeaf: false)
         let size = controls.mode.entrySize
+        tables?(table >> 12)
         guard memory.contains(table, size: entries * size), let frame = StructureIndex.frame(of: table, memory: memory) else {
             return
         }
@@ -141,15 +143,18 @@ struct StructureIndex {
             let child = GuestMemory.load(frame, offset: i * size, size: size)
             guard child & PTE.present != 0 else { continue }
             collectLeaves(entry: child, address: table + UInt64(i * size), level: level - 1, va: va &+ UInt64(i) &* span,
-                          rights: combined, controls: controls, memory: memory, onlyGlobal: onlyGlobal, into: &out)
+                          rights: combined, controls: controls, memory: memory, onlyGlobal: onlyGlobal, tables: tables,
+                          into: &out)
         }
     }
 
-    /// Every translation of `root` (only the global ones if `onlyGlobal`).
+    /// Every translation of `root` (only the global ones if `onlyGlobal`); `tables`, if
+    /// given, hears of every table read (by frame).
     func enumerateLeaves(root: PagingRoot, controls: PagingControls, memory: GuestMemory, onlyGlobal: Bool = false,
-                         _ body: (Leaf) -> Void) {
+                         tables: ((UInt64) -> Void)? = nil, _ body: (Leaf) -> Void) {
         var leaves: [Leaf] = []
         forEachTopTable(root, controls) { table, level, vaBase in
+            tables?(table >> 12)
             let (entries, span) = StructureIndex.geometry(controls.mode, level: level)
             let size = controls.mode.entrySize
             guard memory.contains(table, size: entries * size) else { return }
@@ -158,7 +163,7 @@ struct StructureIndex {
                 guard entry & PTE.present != 0 else { continue }
                 collectLeaves(entry: entry, address: table + UInt64(i * size), level: level, va: vaBase &+ UInt64(i) &* span,
                               rights: StructureIndex.allRights, controls: controls, memory: memory, onlyGlobal: onlyGlobal,
-                              into: &leaves)
+                              tables: tables, into: &leaves)
             }
         }
         leaves.forEach(body)
