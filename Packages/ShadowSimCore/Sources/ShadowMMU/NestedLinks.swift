@@ -6,11 +6,11 @@ import X86
 // the EPT. The table is not shadowed, so its stores run natively.
 //
 // Invariants (checked by `verify`):
-// - `nestedLinks[gfn]` lists exactly the sptes that are nested links to `gfn`, and
+// - `nested.links[gfn]` lists exactly the sptes that are nested links to `gfn`, and
 //   `stats.nestedLinks` counts them; no nested link has an unsync bit.
 // - The guest entry a nested link shadows points at the link's table (upper-level
 //   tables are write-tracked: a store to that entry zaps the link).
-// - A frame a nested walk cached writable in some TLB is in `nestedWritable` until a
+// - A frame a nested walk cached writable in some TLB is in `nested.writable` until a
 //   write protection of it flushes every vCPU (nested TLB entries are in no reverse map).
 
 /// The nested-mode state of one MMU.
@@ -101,22 +101,13 @@ extension ShadowMMU {
         return (0..<512).map { machine.memory.load(base + UInt64($0) * 8, size: 8) }
     }
 
-    /// Whether a TLB entry may map `gfn` writable: not while a synced shadow page of it
-    /// (or an upper-level one) exists.
-    func isProtectedTable(_ gfn: UInt64) -> Bool {
-        guard let newest = hash[gfn] else { return false }
-        return HashChain(id: newest, links: hashNext).contains {
-            page($0).map { !$0.role.invalid && $0.hasGPTEs && !$0.unsync } ?? false
-        }
-    }
-
     /// A nested walk's store to protected table `gfn`: the policy's `WriteDecision`,
     /// carried out as for a writable spte. True when the frame may now be mapped
     /// writable and the store run natively; false to emulate it.
     func nestedStoreAllowed(to gfn: UInt64, vcpu: ShadowVCPU, userWrite: Bool) -> Bool {
         let request = WritableMappingRequest(synchronizing: false, prefetch: false, vcpu: vcpu, userWrite: userWrite)
         switch policy.writeDecision(for: gfn, request, in: self) {
-        case .unsyncAndAllow: return unsyncLeafShadows(of: gfn, request) && !isProtectedTable(gfn)
+        case .unsyncAndAllow: return unsyncLeafShadows(of: gfn, request) && !isSyncedGuestTable(gfn: gfn)
         case .allow: return true
         case .keepProtected, .allowAndEmulateThisStore: return false
         }
@@ -150,7 +141,7 @@ extension ShadowVCPU {
             guard t.rights.contains(.writable) else { return .fill(pageSize: size) }
             // A large entry over a shadowed table would let stores to it through.
             if size != .size4K && !mmu.largeMappingAllowed(gfn: gfn, level: size == .size2M ? 2 : 3) { size = .size4K }
-            if size == .size4K && mmu.isProtectedTable(gfn) {
+            if size == .size4K && mmu.isSyncedGuestTable(gfn: gfn) {
                 if kind == .write {
                     // The EPT entry is read-only: an exit, then the policy's answer.
                     stats.pfTaken &+= 1

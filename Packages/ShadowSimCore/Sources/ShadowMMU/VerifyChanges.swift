@@ -39,11 +39,13 @@ extension ShadowMMU {
         return problems
     }
 
-    private func isSyncedGuestTable(_ sp: ShadowPage) -> Bool {
+    func isSyncedGuestTable(_ sp: ShadowPage) -> Bool {
         !sp.role.invalid && sp.hasGPTEs && !sp.unsync
     }
 
-    private func isSyncedGuestTable(gfn: UInt64) -> Bool {
+    /// Whether `gfn` has a valid, synced shadow page: the frame must be read-only in
+    /// every spte and TLB entry (invariants 1 and 6; agile's nested walks too).
+    func isSyncedGuestTable(gfn: UInt64) -> Bool {
         hashChain(gfn).contains { page($0).map(isSyncedGuestTable) ?? false }
     }
 
