@@ -16,6 +16,9 @@
 --    same data frame costs 3: one violation per frame, not per mapping.
 --  * A repeated access after a TLB flush (INVLPG, CR3 reload) costs a two-dimensional
 --    walk (tdp_walks +1) and no new violation.
+--  * A 2-D walk reads every guest level and makes a 4-level EPT walk for each and for
+--    the final address: nested_walk_host_refs +12, +16, +20, +24 in legacy32, PAE,
+--    long4 and long5, the guest levels costed as a hardware walk's.
 --  * host_pages = "2m": one violation maps a whole 2 MiB region (the next 4 KiB frame
 --    costs none); "4k": every frame costs one.
 -- Every section runs; the script fails at the end listing each failed one.
@@ -53,8 +56,9 @@ P.section("no exits; one violation per new frame; walks after flushes", function
 
   -- First access: 4 new frames (PDPT, PD, PT, data).
   d = measure(vm, function() reads(c, VA, D, "A's page") end)
-  expect_delta(d, { ept_violations = 4, tdp_walks = 1, exits = 4, exits_page_fault = 4, shadow_walks = 0 },
-               "first touch: one violation per new frame")
+  expect_delta(d, { ept_violations = 4, tdp_walks = 1, exits = 4, exits_page_fault = 4, shadow_walks = 0,
+                    nested_walks = 1, nested_walk_host_refs = 20 },
+               "first touch: one violation per new frame; one 2-D walk of 4 guest levels, 20 EPT references")
   -- A TLB hit: nothing.
   d = measure(vm, function() reads(c, VA + 8, D + 8, "TLB hit") end)
   expect_delta(d, { tdp_walks = 0, ept_violations = 0, exits = 0, tlb_hits = 1 }, "TLB hit")
@@ -108,6 +112,31 @@ P.section("first touch through a guest large page", function()
   expect_delta(d, { ept_violations = 3, exits_cr3 = 0 }, "B: only its three tables are new frames")
   expect_eq(vm:counters().shadow_pages, 0, "still no shadow pages")
 end)
+
+-- The 2-D walk in each paging mode: a 4-level EPT walk for each guest level and one for
+-- the final address, the guest levels themselves charged as a hardware walk's levels
+-- (12 EPT references for a 32-bit guest, 16 for PAE, 24 for 5 levels).
+for _, m in ipairs{ { "legacy32", 2 }, { "pae", 3 }, { "long4", 4 }, { "long5", 5 } } do
+  local mode, levels = m[1], m[2]
+  P.section("2-D walk references, " .. mode, function()
+    local v = S.vm{ policy = "tdp", mode = mode, vcpus = 1, memory = "64M" }
+    local cpu = v.vcpu[1]
+    local X = v:space()
+    local frame = v:alloc_frame()
+    X:map(VA, frame)
+    expect_ok(cpu:load_cr3(X))
+    reads(cpu, VA, frame, mode .. ": first access")
+    expect_ok(cpu:invlpg(VA))
+    local before = v:cycles().breakdown
+    local d = measure(v, function() reads(cpu, VA, frame, mode .. ": after INVLPG") end)
+    expect_delta(d, { tdp_walks = 1, nested_walks = 1, nested_walk_host_refs = (levels + 1) * 4, exits = 0,
+                      shadow_walks = 0 }, mode .. ": one 2-D walk")
+    local after = v:cycles().breakdown
+    expect_eq(after.hardware_walks - before.hardware_walks, levels * 25, mode .. ": its guest levels")
+    expect_eq(after.nested_walk_host_refs - before.nested_walk_host_refs, (levels + 1) * 4 * 25,
+              mode .. ": its EPT references")
+  end)
+end
 
 -- Host page size: with 2 MiB host pages the EPT maps a 2 MiB region per violation; with
 -- 4 KiB pages every frame costs one. Two pages 4 KiB apart at guest-physical 16 MiB

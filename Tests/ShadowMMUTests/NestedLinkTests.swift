@@ -13,7 +13,6 @@ final class NestedTables: SyncPolicy {
     let name = "nested-tables"
     let summary = "test: the listed guest tables are walked nested"
     let lockDomain = LockDomain.vmLock
-    let shadowsGuestTables = true
     var tables = Set<UInt64>()
     func attach(to mmu: ShadowMMU) {}
     func walkDecision(forTable gfn: UInt64, level: Int, in mmu: ShadowMMU) -> WalkDecision {

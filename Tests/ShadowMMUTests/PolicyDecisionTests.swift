@@ -231,7 +231,6 @@ final class LinkUnsyncPolicy: SyncPolicy {
     var name: String { "link-unsync" }
     var summary: String { "kvm-unsync, linking unsync pages without a sync" }
     var lockDomain: LockDomain { kvm.lockDomain }
-    var shadowsGuestTables: Bool { true }
     func attach(to mmu: ShadowMMU) { kvm.attach(to: mmu) }
     func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .linkUnsync }
 }

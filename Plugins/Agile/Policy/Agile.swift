@@ -10,7 +10,6 @@ public final class Agile: SyncPolicy {
     public let name = "agile"
     public let summary = "agile paging: KVM's shadow paging, but a guest table whose stores keep exiting is walked nested until it goes quiet"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
 
     /// An epoch ends every this many CR3 loads of the VM.
     public static let epochLength = 8

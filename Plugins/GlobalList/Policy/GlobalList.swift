@@ -11,7 +11,6 @@ public final class GlobalList: SyncPolicy {
     public let name = "global-list"
     public let summary = "2010 patch: one host-wide unsync list and lock; every root load syncs all the VM's unsync pages"
     public let lockDomain = LockDomain.hostLock
-    public let shadowsGuestTables = true
 
     /// Every VM's unsync pages on the host's list (the engine adds and removes them,
     /// one lock acquisition each).

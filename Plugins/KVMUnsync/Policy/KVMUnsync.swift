@@ -10,7 +10,6 @@ public final class KVMUnsync: SyncPolicy {
     public let name = "kvm-unsync"
     public let summary = "modern KVM: leaves go unsync; a flushing CR3 load syncs only what the new root reaches"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
 
     public init() {}
     public func attach(to mmu: ShadowMMU) {}

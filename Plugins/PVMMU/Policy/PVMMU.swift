@@ -12,7 +12,6 @@ public final class PVMMU: SyncPolicy {
     public let name = "pv-mmu"
     public let summary = "paravirtual MMU: the guest batches page-table updates in hypercalls; nothing is ever unsync or synced"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
     public var floodsLeafTables: Bool { true }
     public var pageTableHypercalls: PageTableHypercalls { .applyToEveryShadow }
 

@@ -11,7 +11,6 @@ public final class VMList: SyncPolicy {
     public let name = "vm-list"
     public let summary = "per-VM unsync list under the VM lock; every root load syncs all the VM's unsync pages"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
 
     /// The VM's unsync pages on its own list (the engine adds and removes them, one
     /// lock acquisition each).

@@ -9,7 +9,6 @@ public final class WPEmulate: SyncPolicy {
     public let name = "wp-emulate"
     public let summary = "never unsync: every page-table store exits and is emulated"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
     public var floodsLeafTables: Bool { true }
 
     public init() {}

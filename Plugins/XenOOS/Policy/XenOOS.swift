@@ -13,7 +13,6 @@ public final class XenOOS: SyncPolicy {
     public let name = "xen-oos"
     public let summary = "Xen out-of-sync L1s: at most 3 per vCPU with snapshots, resynced on that vCPU's CR3 writes"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
 
     static let slotsPerVCPU = 3
 

@@ -48,7 +48,7 @@ public enum PolicyCatalog {
 
     private static func builtin(_ sample: any SyncPolicy, _ make: @escaping @Sendable () -> any SyncPolicy) -> PolicyFactory {
         PolicyFactory(name: sample.name, summary: sample.summary, origin: "built-in",
-                      shadowsGuestTables: sample.shadowsGuestTables, make: { () throws(PolicyLoadError) in make() })
+                      shadowsGuestTables: sample.rootWalk == .shadow, make: { () throws(PolicyLoadError) in make() })
     }
 
     /// Refuses planting `bug` under `policy` (a name or .so path) when that policy's code
@@ -113,7 +113,7 @@ enum PluginLoader {
         }
         let sample = try instantiate()
         let factory = PolicyFactory(name: sample.name, summary: sample.summary, origin: path,
-                                    shadowsGuestTables: sample.shadowsGuestTables, make: instantiate)
+                                    shadowsGuestTables: sample.rootWalk == .shadow, make: instantiate)
         loaded.withLock { $0[path] = factory }
         log.info("loaded policy plugin", metadata: ["path": "\(path)", "policy": "\(sample.name)", "abi": "\(abi)"])
         return factory

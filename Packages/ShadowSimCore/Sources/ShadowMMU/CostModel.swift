@@ -21,10 +21,9 @@ public struct CostModel: Equatable, Sendable {
     public var localFlush = 300.0
     /// Sending one IPI and the target's exit, flush and re-entry.
     public var remoteFlushTarget = 4_000.0
-    /// A hardware walk of shadow (or native) tables on a TLB miss, per level.
+    /// One memory reference of a hardware walk on a TLB miss: a level of shadow, native
+    /// or (in a two-dimensional walk) guest tables, or a level of an EPT walk.
     public var hardwareWalkLevel = 25.0
-    /// A two-dimensional (nested paging) TLB miss: up to 24 references.
-    public var tdpWalk = 24 * 25.0
     /// Handling an EPT/NPT violation beyond its exit (which `exit` charges): looking up
     /// the host page and installing the EPT entry.
     public var eptViolation = 1_000.0
@@ -40,7 +39,7 @@ public struct CostModel: Equatable, Sendable {
         [("exit", exit), ("guest_walk_level", guestWalkLevel), ("emulation", emulation), ("sync_entry", syncEntry),
          ("alloc_shadow_page", allocShadowPage), ("zap_entry", zapEntry), ("write_protect_entry", writeProtectEntry),
          ("local_flush", localFlush), ("remote_flush_target", remoteFlushTarget),
-         ("hardware_walk_level", hardwareWalkLevel), ("tdp_walk", tdpWalk), ("ept_violation", eptViolation),
+         ("hardware_walk_level", hardwareWalkLevel), ("ept_violation", eptViolation),
          ("list_entry", listEntry), ("pv_update_entry", pvUpdateEntry)]
     }
 
@@ -57,7 +56,6 @@ public struct CostModel: Equatable, Sendable {
         case "local_flush": localFlush = value
         case "remote_flush_target": remoteFlushTarget = value
         case "hardware_walk_level": hardwareWalkLevel = value
-        case "tdp_walk": tdpWalk = value
         case "ept_violation": eptViolation = value
         case "list_entry": listEntry = value
         case "pv_update_entry": pvUpdateEntry = value
@@ -100,7 +98,9 @@ public struct CycleBreakdown: Equatable, Sendable {
 
     /// What one vCPU's own work costs: its exits, walks, emulation and flushes.
     /// `hardwareWalks` are its TLB misses walked by the hardware without a hypervisor's
-    /// help (shadow walks, or every walk on bare metal).
+    /// help (shadow walks and walks nested from CR3, or every walk on bare metal), each
+    /// reading `walkLevels` levels; the EPT references of two-dimensional walks are
+    /// `nested_walk_host_refs`.
     public static func vcpu(_ s: VCPUMMUStats, hardwareWalks: UInt64, walkLevels: Int, costs c: CostModel) -> CycleBreakdown {
         var b = CycleBreakdown()
         b.add("exits", s.exits, c.exit)
@@ -108,7 +108,6 @@ public struct CycleBreakdown: Equatable, Sendable {
         b.add("emulation", s.insnEmulation, c.emulation)
         b.add("local_flushes", s.tlbFlush, c.localFlush)
         b.add("hardware_walks", hardwareWalks, Double(walkLevels) * c.hardwareWalkLevel)
-        b.add("tdp_walks", s.tdpWalks, c.tdpWalk)
         b.add("nested_walk_host_refs", s.nestedWalkHostRefs, c.hardwareWalkLevel)
         b.add("ept_violations", s.eptViolations, c.eptViolation)
         return b
@@ -144,7 +143,9 @@ extension ShadowMMU {
     public func cycleBreakdown() -> (vm: CycleBreakdown, perVCPU: [CycleBreakdown]) {
         let c = configuration.costs
         let levels = max(machine.mode.levels, 2)
-        let perVCPU = vcpus.map { CycleBreakdown.vcpu($0.stats, hardwareWalks: $0.stats.shadowWalks, walkLevels: levels, costs: c) }
+        let perVCPU = vcpus.map {
+            CycleBreakdown.vcpu($0.stats, hardwareWalks: $0.stats.shadowWalks + $0.stats.tdpWalks, walkLevels: levels, costs: c)
+        }
         let vm = perVCPU.reduce(CycleBreakdown(), +) + CycleBreakdown.mmu(stats, costs: c)
         return (vm, perVCPU)
     }

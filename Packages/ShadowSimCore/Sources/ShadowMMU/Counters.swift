@@ -85,12 +85,13 @@ public struct VCPUMMUStats: Equatable, Sendable {
     public var insnEmulation: UInt64 = 0
     /// Levels read by software walks of guest tables.
     public var guestWalkLevels: UInt64 = 0
-    /// Hardware walks of shadow tables (TLB misses) and of two-dimensional tables.
+    /// Hardware walks (TLB misses) that began in shadow tables, and that began in the
+    /// guest's own tables at CR3 (nested paging).
     public var shadowWalks: UInt64 = 0
     public var tdpWalks: UInt64 = 0
     public var eptViolations: UInt64 = 0
-    /// Shadow walks that met a nested link and finished in the guest's tables, and the
-    /// EPT references those partial two-dimensional walks added.
+    /// Walks that read guest tables through the EPT (from CR3, or from a nested link
+    /// below shadow levels), and the EPT references they added.
     public var nestedWalks: UInt64 = 0
     public var nestedWalkHostRefs: UInt64 = 0
 

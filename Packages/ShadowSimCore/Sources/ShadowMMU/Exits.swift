@@ -2,7 +2,8 @@ import X86
 
 /// The exits a shadow-paging guest takes besides page faults: emulated stores, MOV to
 /// CR3/CR0/CR4, WRMSR EFER, INVLPG and INVPCID (KVM's x86.c handling, with the
-/// policy deciding what each means for the shadow pages).
+/// policy deciding what each means for the shadow pages). A vCPU whose walk begins
+/// nested (`rootIsShadowed` false) takes none of them.
 extension ShadowVCPU {
     public func emulatedWrite(_ vcpu: VCPU, physicalAddress: UInt64, size: Int) throws(MachineError) {
         try exit { () throws(MachineError) in
@@ -19,7 +20,7 @@ extension ShadowVCPU {
     /// KVM's kvm_mmu_unprotect_gfn_and_retry: every shadow page of the frame zapped,
     /// and the instruction retried when there was one.
     public func unprotectForRetry(_ vcpu: VCPU, va: UInt64, physicalAddress: UInt64) throws(MachineError) -> Bool {
-        guard mmu.policy.shadowsGuestTables else { return false }
+        guard rootIsShadowed else { return false }
         if faultHitLastRetry {
             lastRetriedStore = va
             return false
@@ -37,7 +38,7 @@ extension ShadowVCPU {
     public func emulatorRan(_ vcpu: VCPU, stores: [(physicalAddress: UInt64, size: Int)], newInstruction: Bool) throws(MachineError) {
         // KVM counts an emulated instruction once, however many iterations a REP runs.
         if newInstruction { stats.insnEmulation &+= 1 }
-        guard mmu.policy.shadowsGuestTables, !stores.isEmpty else { return }
+        guard rootIsShadowed, !stores.isEmpty else { return }
         try exit { () throws(MachineError) in
             for s in stores { mmu.trackWrite(gpa: s.physicalAddress, bytes: s.size, vcpu: self) }
         }
@@ -52,7 +53,7 @@ extension ShadowVCPU {
     }
 
     public func cr3Loaded(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool, noFlush: Bool) throws(MachineError) {
-        guard mmu.policy.shadowsGuestTables else {
+        guard rootIsShadowed else {
             return BareMetal.shared.cr3Loaded(vcpu, previous: previous, pdptesChanged: pdptesChanged, noFlush: noFlush)
         }
         stats.exitsCR3 &+= 1
@@ -88,7 +89,7 @@ extension ShadowVCPU {
     /// KVM's `kvm_set_cr4`: PDPTEs reloaded with other values make the PAE root stale
     /// (`load_pdptrs` frees it), then `kvm_post_set_cr4`.
     public func cr4Written(_ vcpu: VCPU, previous: UInt64, pdptesChanged: Bool) throws(MachineError) {
-        guard mmu.policy.shadowsGuestTables else {
+        guard rootIsShadowed else {
             return BareMetal.shared.cr4Written(vcpu, previous: previous, pdptesChanged: pdptesChanged)
         }
         stats.exitsCRWrite &+= 1
@@ -108,7 +109,7 @@ extension ShadowVCPU {
     }
 
     public func cr0Written(_ vcpu: VCPU, previous: UInt64) throws(MachineError) {
-        guard mmu.policy.shadowsGuestTables else { return }
+        guard rootIsShadowed else { return }
         stats.exitsCRWrite &+= 1
         try exit { () throws(MachineError) in
             if (previous ^ vcpu.cr0) & (CR0.wp | CR0.pg) != 0 { resetContext() }
@@ -116,7 +117,7 @@ extension ShadowVCPU {
     }
 
     public func eferWritten(_ vcpu: VCPU, previous: UInt64) throws(MachineError) {
-        guard mmu.policy.shadowsGuestTables else { return }
+        guard rootIsShadowed else { return }
         stats.exitsCRWrite &+= 1
         try exit { () throws(MachineError) in
             if (previous ^ vcpu.efer) & (EFER.nxe | EFER.lme | EFER.lma) != 0 { resetContext() }
@@ -131,7 +132,7 @@ extension ShadowVCPU {
     }
 
     public func invlpg(_ vcpu: VCPU, _ va: UInt64) throws(MachineError) {
-        guard mmu.policy.shadowsGuestTables else { return BareMetal.shared.invlpg(vcpu, va) }
+        guard rootIsShadowed else { return BareMetal.shared.invlpg(vcpu, va) }
         stats.exitsInvlpg &+= 1
         try exit { () throws(MachineError) in
             if mmu.tracing { mmu.trace("shadowsim_invlpg", vcpu: self, "gva \(ShadowMMU.hexDigits(va))") }
@@ -142,7 +143,7 @@ extension ShadowVCPU {
 
     /// KVM's `kvm_handle_invpcid`.
     public func invpcid(_ vcpu: VCPU, _ type: InvpcidType, pcid: UInt16, address: UInt64) throws(MachineError) {
-        guard mmu.policy.shadowsGuestTables else {
+        guard rootIsShadowed else {
             return BareMetal.shared.invpcid(vcpu, type, pcid: pcid, address: address)
         }
         stats.exitsInvpcid &+= 1
@@ -164,116 +165,5 @@ extension ShadowVCPU {
                 request(.flushGuest)
             }
         }
-    }
-
-    // MARK: Nested paging (no shadow pages)
-
-    /// A TLB miss under nested paging: the hardware walks the guest tables through the
-    /// EPT (a two-dimensional walk); any frame the walk or the access touches for the
-    /// first time takes an EPT violation, which maps it.
-    func translateMissTDP(_ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
-        stats.tdpWalks &+= 1
-        vcpu.tally.walks &+= 1
-        return try walkThroughEPT(va, kind, isUser: isUser, tableLevels: vcpu.mode.levels) { t, gfn, violated in
-            if mmu.dirtyLogging && !mmu.tdpWritable.contains(gfn) {
-                if kind == .write {
-                    // A write through a read-only EPT entry: an EPT violation (unless the
-                    // one that just mapped the frame) that makes it writable and logs it.
-                    mmu.tdpWritable.insert(gfn)
-                    mmu.noteWritableMapping(gfn)
-                    if !violated {
-                        stats.eptViolations &+= 1
-                        stats.pfTaken &+= 1
-                        stats.pfFixed &+= 1
-                        stats.exitsPageFault &+= 1
-                    }
-                } else {
-                    // The TLB may cache only what the EPT entry allows.
-                    t.rights.remove(.writable)
-                    t.isDirty = false
-                }
-            }
-            // The TLB caches the smaller of the guest's page and the EPT's (host) page.
-            let host = mmu.configuration.hostPageSize
-            return .fill(pageSize: t.pageSize.bytes > host.bytes ? host : t.pageSize)
-        }
-    }
-
-    /// What a walk through the EPT does with the translation it found.
-    enum EPTWalkEnd {
-        /// Cache it, as pieces of `pageSize` when that is smaller than the guest's page.
-        case fill(pageSize: PageSize)
-        /// The store exits and is emulated (nothing is cached).
-        case emulate
-    }
-
-    /// The hardware's walk of the guest's own tables with each guest-physical address
-    /// translated by the EPT: the whole walk under nested paging, the part below a nested
-    /// link under agile paging. The tables at levels `1...tableLevels` and the final
-    /// frame take an EPT violation when first touched; `translated` says what becomes
-    /// of a translation (given its frame and whether that frame was just mapped); a
-    /// guest fault goes to the guest.
-    func walkThroughEPT(_ va: UInt64, _ kind: AccessKind, isUser: Bool, tableLevels: Int,
-                        translated: (inout Translation, _ gfn: UInt64, _ justMapped: Bool) -> EPTWalkEnd) throws(MachineError) -> AccessResult {
-        let (outcome, walk) = try guestWalk(va, kind, isUser: isUser, software: false)
-        for level in 1...tableLevels where walk.seen[level] { mapForTDP(gfn: walk.addresses[level] >> 12) }
-        switch outcome {
-        case .translated(var t):
-            let gfn = t.physicalAddress >> 12
-            let violated = mapForTDP(gfn: gfn)
-            switch translated(&t, gfn, violated) {
-            case .fill(let size):
-                fillTLB(va, t, pageSize: size)
-                return .ok(t.physicalAddress)
-            case .emulate:
-                var r = AccessResult.ok(t.physicalAddress)
-                r.needsEmulation = true
-                return r
-            }
-        case .pageFault(let code, _):
-            vcpu.tally.countPageFault(code)
-            vcpu.tlb.flushAddress(va, pcid: vcpu.currentPCID, includeGlobal: true)
-            return .pageFault(code, at: va)
-        case .generalProtection:
-            return .generalProtection
-        }
-    }
-
-    /// Caches a translation from the guest's own tables (a two-dimensional or nested
-    /// walk), as a piece of `pageSize` when that is smaller than the guest's page.
-    func fillTLB(_ va: UInt64, _ translation: Translation, pageSize: PageSize) {
-        var t = translation
-        let global = t.isGlobal && vcpu.cr4 & CR4.pge != 0
-        if pageSize.bytes < t.pageSize.bytes {
-            let guestPage = t.pageSize
-            t.pageSize = pageSize
-            t.pageBase = t.physicalAddress & ~pageSize.offsetMask
-            vcpu.tlb.insertPiece(va, translation: t, of: guestPage, pcid: vcpu.currentPCID, global: global)
-        } else {
-            vcpu.tlb.insert(va, translation: t, pcid: vcpu.currentPCID, global: global)
-        }
-    }
-
-    /// Maps `gfn` in the EPT if it is not; true when that took an EPT violation.
-    @discardableResult
-    func mapForTDP(gfn: UInt64) -> Bool {
-        let huge = mmu.configuration.hostPageSize != .size4K
-        let key = huge ? gfn >> 9 | 1 << 62 : gfn
-        guard mmu.tdpMapped.insert(key).inserted else { return false }
-        stats.eptViolations &+= 1
-        stats.pfTaken &+= 1
-        stats.pfFixed &+= 1
-        stats.exitsPageFault &+= 1
-        // Under nested paging the EPT's leaves are the MMU's pages; with shadow pages
-        // too (nested links) those gauges count sptes, and the EPT is not counted.
-        if !mmu.shadowsGuestTables {
-            if huge { mmu.stats.pages2M &+= 1 } else { mmu.stats.pages4K &+= 1 }
-        }
-        // An EPT violation maps the frame: KVM's TDP MMU traces the request.
-        if mmu.tracing {
-            mmu.trace("kvm_mmu_spte_requested", vcpu: self,
-                      "gfn \(ShadowMMU.hexDigits(gfn)) pfn \(ShadowMMU.hexDigits(gfn)) level \(huge ? 2 : 1)")
-        }
-        return true
     }
 }

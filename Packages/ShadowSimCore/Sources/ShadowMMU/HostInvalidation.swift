@@ -10,27 +10,25 @@ extension ShadowMMU {
     public func invalidateHostRange(gfn first: UInt64, count: UInt64) -> Int {
         var dropped = 0
         let end = first &+ count
-        if shadowsGuestTables {
-            var refs: [(ShadowPage, Int)] = []
-            for gfn in first..<end {
-                refs.removeAll(keepingCapacity: true)
-                forEachLeafSPTE(mapping: gfn) { sp, index in refs.append((sp, index)) }
-                for (sp, index) in refs where SPTE.isPresent(sp.spt[index]) {
-                    zapSPTE(sp, index)
-                    dropped += 1
-                }
+        var refs: [(ShadowPage, Int)] = []
+        for gfn in first..<end {
+            refs.removeAll(keepingCapacity: true)
+            forEachLeafSPTE(mapping: gfn) { sp, index in refs.append((sp, index)) }
+            for (sp, index) in refs where SPTE.isPresent(sp.spt[index]) {
+                zapSPTE(sp, index)
+                dropped += 1
             }
         }
-        // The EPT: all of it under nested paging, what nested walks mapped otherwise.
-        if !shadowsGuestTables || !tdpMapped.isEmpty {
-            // Under nested paging the EPT's leaves are the pages_4k/2m gauges (mapForTDP).
-            let gauged = !shadowsGuestTables
+        // The EPT entries nested walks made.
+        if !eptMapped.isEmpty {
+            // Under nested paging the EPT's leaves are the pages_4k/2m gauges (mapInEPT).
+            let gauged = rootWalk == .nested
             for gfn in first..<end {
-                if tdpMapped.remove(gfn) != nil {
+                if eptMapped.remove(gfn) != nil {
                     dropped += 1
                     if gauged { stats.pages4K &-= 1 }
                 }
-                if tdpMapped.remove(gfn >> 9 | 1 << 62) != nil {
+                if eptMapped.remove(gfn >> 9 | 1 << 62) != nil {
                     dropped += 1
                     if gauged { stats.pages2M &-= 1 }
                 }

@@ -108,7 +108,12 @@ extension ShadowVCPU {
     public var handlesProtectionFaults: Bool { true }
 
     public func translateMiss(_ vcpu: VCPU, _ va: UInt64, _ kind: AccessKind, isUser: Bool) throws(MachineError) -> AccessResult {
-        guard mmu.shadowsGuestTables else { return try translateMissTDP(va, kind, isUser: isUser) }
+        guard rootIsShadowed else {
+            // Nested paging: the whole walk is two-dimensional, from CR3.
+            stats.tdpWalks &+= 1
+            vcpu.tally.walks &+= 1
+            return try translateNested(va, kind, isUser: isUser, nestedLevels: vcpu.mode.levels)
+        }
         let previous = mmu.actingVCPU
         mmu.actingVCPU = self
         defer { mmu.actingVCPU = previous }
@@ -119,7 +124,7 @@ extension ShadowVCPU {
             var present = false
             if let (spt, index, level) = shadowLeafSlot(for: va) {
                 let spte = spt[index]
-                if SPTE.isNestedLink(spte) { return try translateNested(va, kind, isUser: isUser, linkLevel: level) }
+                if SPTE.isNestedLink(spte) { return try translateNested(va, kind, isUser: isUser, nestedLevels: level - 1) }
                 var rights = PageRights(rawValue: 0)
                 if spte & SPTE.writable != 0 { rights.insert(.writable) }
                 if spte & SPTE.user != 0 { rights.insert(.user) }

@@ -97,8 +97,8 @@ public final class ShadowMMU {
     /// (set and restored around every exit: a retain/release pair per TLB miss
     /// otherwise); the MMU owns its vCPUs.
     unowned(unsafe) var actingVCPU: ShadowVCPU?
-    /// `policy.shadowsGuestTables`, read once (a witness call per TLB miss otherwise).
-    let shadowsGuestTables: Bool
+    /// `policy.rootWalk`, read once.
+    public let rootWalk: WalkDecision
     /// The planted bugs, as the steps they break (FaultInjection.swift).
     let injected: FaultInjection
     /// The list the VM's unsync pages are also on (`policy.unsyncIndex`): the VM's own,
@@ -106,17 +106,18 @@ public final class ShadowMMU {
     let unsyncList: UnsyncList?
     /// Set while carrying out `WriteDecision.allowAndEmulateThisStore`: emulate the faulting store anyway.
     var emulateCurrentStore = false
-    /// Nested paging: guest frames (or 2 MiB regions) the EPT maps.
-    var tdpMapped = Set<UInt64>()
+    /// Guest frames (or 2 MiB regions) the EPT maps: those nested walks touched
+    /// (NestedWalk.swift).
+    var eptMapped = Set<UInt64>()
     /// Nested links to guest tables (NestedLinks.swift).
     var nested = NestedState()
     /// What changed since `verifyChanges` last ran (nil until it first runs).
     var changeLog: ChangeLog?
     /// Dirty logging (DirtyLog.swift): on or off, the frames logged since the last
-    /// collection, and under nested paging the frames whose EPT entry is writable.
+    /// collection, and the frames whose EPT entry is writable while it is on.
     public internal(set) var dirtyLogging = false
     var dirtyFrames = Set<UInt64>()
-    var tdpWritable = Set<UInt64>()
+    var eptWritable = Set<UInt64>()
     /// Where events go when traced (`traceEvents(to:vm:)`), and this VM's number there.
     var traceSink: MMUTraceSink?
     var traceVM = 0
@@ -136,7 +137,7 @@ public final class ShadowMMU {
         self.policy = policy
         self.configuration = configuration
         self.host = host
-        shadowsGuestTables = policy.shadowsGuestTables
+        rootWalk = policy.rootWalk
         injected = FaultInjection(configuration.plantedBugs)
         switch policy.unsyncIndex {
         case .unsyncChildBits: unsyncList = nil

@@ -36,6 +36,12 @@ public final class ShadowVCPU: VCPUBackend {
     // machine's use of them; the vCPU holds this object as its backend.
     public unowned(unsafe) let mmu: ShadowMMU
     public unowned(unsafe) let vcpu: VCPU
+    /// Whether this vCPU's hardware walk begins in shadow tables (the policy's
+    /// `rootWalk`). When it begins nested, at CR3, there are no shadow roots to keep
+    /// current, so nothing that would change them is intercepted (KVM clears the CR3,
+    /// INVLPG and control-register exiting controls under EPT): MOV to CR3, CR0 and
+    /// CR4, WRMSR EFER, INVLPG and INVPCID run as on bare metal; only EPT violations exit.
+    public let rootIsShadowed: Bool
     /// The hardware permission table, rebuilt only when its inputs change.
     var cachedHardwarePermissions: (key: UInt8, table: PermissionTable)?
     public internal(set) var root = RootSlot()
@@ -60,6 +66,7 @@ public final class ShadowVCPU: VCPUBackend {
     init(mmu: ShadowMMU, vcpu: VCPU) {
         self.mmu = mmu
         self.vcpu = vcpu
+        rootIsShadowed = mmu.rootWalk == .shadow
         let cached = min(max(mmu.configuration.previousRoots, 0), ShadowMMUConfiguration.maxPreviousRoots)
         previousRoots = [RootSlot](repeating: RootSlot(), count: cached)
     }
@@ -105,7 +112,7 @@ public final class ShadowVCPU: VCPUBackend {
     /// at the MOV CR3 that loaded the new root).
     func enterGuest() throws(MachineError) {
         try serviceRequests()
-        if !root.isValid && mmu.shadowsGuestTables {
+        if !root.isValid && rootIsShadowed {
             try loadRoots()
             if !pending.isEmpty { try serviceRequests() }
         }

@@ -39,8 +39,12 @@ public protocol SyncPolicy: AnyObject {
     var summary: String { get }
     /// The lock this policy's MMU work holds.
     var lockDomain: LockDomain { get }
-    /// False for nested paging: the engine then builds no shadow pages at all.
-    var shadowsGuestTables: Bool { get }
+    /// Where every vCPU's hardware walk begins (`.shadow` by default). `.nested` is
+    /// nested paging: the walk starts in the guest's own tables at CR3, each
+    /// guest-physical address translated by the EPT (the walk a nested link starts one
+    /// level down), so no shadow page is ever built and none of what keeps shadow roots
+    /// current is intercepted (see `ShadowVCPU.rootIsShadowed`).
+    var rootWalk: WalkDecision { get }
 
     /// Called once, when the policy is attached to a VM's MMU.
     func attach(to mmu: ShadowMMU)
@@ -134,6 +138,7 @@ extension SyncPolicy {
         .unsyncAndAllow
     }
     public func linkDecision(for page: ShadowPage, in mmu: ShadowMMU) -> LinkDecision { .syncFirst }
+    public var rootWalk: WalkDecision { .shadow }
     public func walkDecision(forTable gfn: UInt64, level: Int, in mmu: ShadowMMU) -> WalkDecision { .shadow }
     public func didTrapTableWrite(_ gfn: UInt64, in mmu: ShadowMMU) {}
     public func rootLoadDecision(_ vcpu: ShadowVCPU, previousCR3: UInt64, noFlush: Bool) -> RootLoadDecision {
@@ -188,8 +193,9 @@ public enum PluginABI {
     /// hypercall counters, `detach`, `unsyncIndex`; `chargeLock` and `countPageSync` no
     /// longer public; 6: `rootSync`, `addressInvalidation`, `pcidInvalidation` and
     /// `guestFlush`, their imperative hooks optional; 7: `walkDecision` and
-    /// `didTrapTableWrite`, nested links, `ShadowPageHandle`).
-    @inlinable public static var version: Int32 { 7 }
+    /// `didTrapTableWrite`, nested links, `ShadowPageHandle`; 8: `rootWalk` replaces
+    /// `shadowsGuestTables`, no `tdp_walk` cost).
+    @inlinable public static var version: Int32 { 8 }
     public static let abiSymbol = "shadowsim_policy_abi"
     public static let createSymbol = "shadowsim_policy_create"
     /// `int32_t shadowsim_policy_abi(void)`: the version the plugin was built against.

@@ -45,7 +45,7 @@ extension ShadowMMU {
         // 4. Gauges.
         if unsyncCount != stats.mmuUnsync { problems.append("mmu_unsync is \(stats.mmuUnsync) but \(unsyncCount) pages are unsync") }
         if UInt64(live) != stats.shadowPages { problems.append("shadow_pages is \(stats.shadowPages) but \(live) pages exist") }
-        if policy.shadowsGuestTables
+        if rootWalk == .shadow
             && (leafCounts[1] != stats.pages4K || leafCounts[2] != stats.pages2M || leafCounts[3] != stats.pages1G) {
             problems.append("pages_4k/2m/1g are \(stats.pages4K)/\(stats.pages2M)/\(stats.pages1G) but \(leafCounts[1]!)/\(leafCounts[2]!)/\(leafCounts[3]!) leaf sptes are present")
         }
@@ -69,21 +69,19 @@ extension ShadowMMU {
             problems += writableMappings(ofSyncedTable: sp)
         }
         // 6. A host-initiated write protection has reached every vCPU's TLB.
-        if policy.shadowsGuestTables {
-            let synced = Set(pages.compactMap { $0 }.filter { !$0.role.invalid && $0.hasGPTEs && !$0.unsync }.map(\.gfn))
-            for v in vcpus where !synced.isEmpty && !v.pending.contains(.flushAll) && !v.pending.contains(.flushCurrent) {
-                let ranges = v.vcpu.tlb.writableFrameRanges()
-                func writable(_ gfn: UInt64) -> Bool {
-                    var (lo, hi) = (0, ranges.count)
-                    while lo < hi {
-                        let mid = (lo + hi) / 2
-                        if ranges[mid].upperBound <= gfn { lo = mid + 1 } else { hi = mid }
-                    }
-                    return lo < ranges.count && ranges[lo].contains(gfn)
+        let synced = Set(pages.compactMap { $0 }.filter { !$0.role.invalid && $0.hasGPTEs && !$0.unsync }.map(\.gfn))
+        for v in vcpus where !synced.isEmpty && !v.pending.contains(.flushAll) && !v.pending.contains(.flushCurrent) {
+            let ranges = v.vcpu.tlb.writableFrameRanges()
+            func writable(_ gfn: UInt64) -> Bool {
+                var (lo, hi) = (0, ranges.count)
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if ranges[mid].upperBound <= gfn { lo = mid + 1 } else { hi = mid }
                 }
-                for gfn in synced.filter(writable).sorted().prefix(3) {
-                    problems.append("vcpu[\(v.index + 1)]'s TLB still maps gfn \(hex(gfn)) writable, but it is a shadowed, synced guest table")
-                }
+                return lo < ranges.count && ranges[lo].contains(gfn)
+            }
+            for gfn in synced.filter(writable).sorted().prefix(3) {
+                problems.append("vcpu[\(v.index + 1)]'s TLB still maps gfn \(hex(gfn)) writable, but it is a shadowed, synced guest table")
             }
         }
         // Roots.

@@ -35,7 +35,7 @@ extension ShadowMMU {
         for gfn in frames { checkReverseMap(of: gfn, log: log, into: &problems) }
         checkTallies(log, into: &problems)
         checkRootCounts(log, changed: ids, into: &problems)
-        if policy.shadowsGuestTables { checkTLBWriteProtection(log, newlySynced: newlySynced, into: &problems) }
+        checkTLBWriteProtection(log, newlySynced: newlySynced, into: &problems)
         return problems
     }
 
@@ -134,7 +134,7 @@ extension ShadowMMU {
         let t = log.total
         if t.unsync != Int(stats.mmuUnsync) { problems.append("mmu_unsync is \(stats.mmuUnsync) but \(t.unsync) pages are unsync") }
         if t.live != Int(stats.shadowPages) { problems.append("shadow_pages is \(stats.shadowPages) but \(t.live) pages exist") }
-        if policy.shadowsGuestTables
+        if rootWalk == .shadow
             && (t.leaves4K != Int(stats.pages4K) || t.leaves2M != Int(stats.pages2M) || t.leaves1G != Int(stats.pages1G)) {
             problems.append("pages_4k/2m/1g are \(stats.pages4K)/\(stats.pages2M)/\(stats.pages1G) but \(t.leaves4K)/\(t.leaves2M)/\(t.leaves1G) leaf sptes are present")
         }

@@ -8,7 +8,6 @@ final class ExperimentPolicy: SyncPolicy {
     let name: String
     let summary: String
     let lockDomain = LockDomain.vmLock
-    let shadowsGuestTables = true
     let lazy: Bool
 
     init(lazy: Bool) {

@@ -9,7 +9,6 @@ public final class FlushOnReuse: SyncPolicy {
     public let name = "kvm-flush-on-reuse"
     public let summary = "kvm-unsync, but every reuse of a cached root syncs and flushes (KVM's flush_on_reuse)"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
 
     public init() {}
     public func attach(to mmu: ShadowMMU) {}

@@ -10,7 +10,6 @@ public final class NoSyncOnFlush: SyncPolicy {
     public let name = "no-sync-on-flush"
     public let summary = "broken on purpose: a flushing CR3 load neither syncs nor flushes"
     public let lockDomain = LockDomain.vmLock
-    public let shadowsGuestTables = true
 
     public init() {}
     public func attach(to mmu: ShadowMMU) {}
