@@ -11,6 +11,8 @@
 --     logged too.
 --  4. A large guest page is mapped at 4 KiB while logging, so only the 4 KiB part
 --     written is logged.
+--  5. So it is with 2 MiB host pages (whose EPT entries could otherwise map it whole):
+--     two writes to two 4 KiB parts of one 2 MiB page log both frames.
 local S = shadowsim
 local expect_ok, expect_eq, expect_delta = S.expect_ok, S.expect_eq, S.expect_delta
 
@@ -72,3 +74,22 @@ end
 vm:dirty_log(false)
 expect_ok(c1:write(BASE + 0x3000, 14))
 expect_eq(#vm:collect_dirty_log(), 0, "nothing logged once logging stops")
+
+-- 5.
+local vm2 = S.vm{ mode = "long4", vcpus = 1, memory = "64M", host_pages = "2m" }
+local space2, c3 = vm2:space(), vm2.vcpu[1]
+space2:map(LARGE, large_frame, { size = "2m" })
+expect_ok(c3:load_cr3(space2))
+c3:set{ cpl = 3 }
+expect_ok(c3:write(LARGE, 1))
+vm2:dirty_log(true)
+expect_ok(c3:write(LARGE + 0x5008, 2))
+expect_ok(c3:write(LARGE + 0x6008, 3))
+log = vm2:collect_dirty_log()
+if hyper then
+  expect_eq(#log, 2, "2 MiB host pages: both 4 KiB frames written are logged")
+  expect_eq(log[1], (large_frame + 0x5000) >> 12, "2 MiB host pages: the first frame")
+  expect_eq(log[2], (large_frame + 0x6000) >> 12, "2 MiB host pages: the second frame")
+else
+  expect_eq(#log, 0, "bare metal logs nothing")
+end

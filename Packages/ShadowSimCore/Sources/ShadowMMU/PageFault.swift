@@ -405,7 +405,10 @@ extension ShadowVCPU {
     }
 
     /// KVM's pte_prefetch: up to 8 neighbours of the faulting spte, from guest entries
-    /// that are present and accessed (or, for a direct page, the next frames).
+    /// that are present and accessed (or, for a direct page, the next frames). While
+    /// dirty logging is on it stops at the first spte that would be writable: KVM finds
+    /// no memslot for a speculative writable mapping of a logged slot
+    /// (`gfn_to_memslot_dirty_bitmap`), so only frames the guest writes are logged.
     private func prefetch(around sp: ShadowPage, _ index: Int) {
         guard mmu.configuration.prefetch, sp.level == 1 else { return }
         let first = index & ~7
@@ -414,6 +417,7 @@ extension ShadowVCPU {
         let policy = mmu.policy
         for i in first..<(first + 8) where i != index && !SPTE.isPresent(sp.spt[i]) {
             guard let guest else {
+                if mmu.dirtyLogging && sp.role.access & Access.write != 0 { break }
                 _ = mmu.setSPTE(sp, i, access: sp.role.access, gfn: sp.gfn + UInt64(i), faultingWrite: nil, vcpu: self)
                 mmu.stats.sptesPrefetched &+= 1
                 continue
@@ -423,6 +427,7 @@ extension ShadowVCPU {
             else { break }
             var access = sp.role.access & Access.of(gpte: gpte, executeDisableEnabled: guest.executeDisable)
             if gpte & PTE.dirty == 0 { access &= ~Access.write }
+            if mmu.dirtyLogging && access & Access.write != 0 { break }
             _ = mmu.setSPTE(sp, i, access: access, gfn: mmu.guestFrame(of: gpte, sp: sp), faultingWrite: nil, vcpu: self)
             policy.didPropagate(sp, i, in: mmu)
             mmu.stats.sptesPrefetched &+= 1
