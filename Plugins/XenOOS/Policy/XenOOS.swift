@@ -152,7 +152,7 @@ public final class XenOOS: SyncPolicy {
     private func safeNotToSync(_ page: ShadowPage, roots: [ShadowPage], in mmu: ShadowMMU) -> Bool {
         var current = page
         while true {
-            if roots.contains(where: { $0 === current }) { return false }
+            if roots.contains(current) { return false }
             guard current.parents.count <= 1 else { return false }
             guard let up = current.parents.first, let parent = mmu.page(up.page) else { return true }
             current = parent

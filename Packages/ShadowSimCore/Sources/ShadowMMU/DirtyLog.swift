@@ -11,7 +11,7 @@ extension ShadowMMU {
         dirtyLogging = on
         guard on else { return }
         var changed = false
-        for case let sp? in pages {
+        for sp in livePages {
             for i in 0..<512 {
                 let spte = sp.spt[i]
                 guard SPTE.isPresent(spte), sp.level == 1 || spte & SPTE.large != 0 else { continue }

@@ -42,7 +42,7 @@ extension ShadowMMU {
             n += 1
             age[sp.id] = n
         }
-        let live = pages.compactMap { $0 }.sorted { $0.serial < $1.serial }
+        let live = allPages
         return live.map { sp in
             ShadowPageInfo(handle: sp.id, gfn: sp.gfn, role: sp.role, roleText: Self.traceRole(sp.role), unsync: sp.unsync,
                                   unsyncChildren: sp.unsyncChildren, parents: sp.parents, rootCount: sp.rootCount,

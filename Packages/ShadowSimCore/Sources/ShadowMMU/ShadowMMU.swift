@@ -64,7 +64,8 @@ public final class ShadowMMU {
     /// Per-vCPU state, in vCPU order.
     public internal(set) var vcpus: [ShadowVCPU] = []
 
-    var pages: [ShadowPage?] = []
+    /// The pages' records by id (Storage.swift).
+    private(set) var arena = PageArena()
     /// By page id: the page's sptes and level, so the hardware walk of the shadow tables
     /// is id chasing with no reference counting (Storage.swift).
     private(set) var slots = PageSlots()
@@ -160,6 +161,7 @@ public final class ShadowMMU {
         for v in vcpus where v.vcpu.backend === v { v.vcpu.backend = BareMetal.shared }
         host.registered.removeAll { $0.mmu === self }
         slots.release()
+        arena.release()
     }
 
     public var mode: PagingMode { machine.mode }
@@ -167,8 +169,11 @@ public final class ShadowMMU {
 
 
     public func page(_ id: Int32) -> ShadowPage? {
-        id >= 0 && Int(id) < pages.count ? pages[Int(id)] : nil
+        arena.liveRef(id).map { ShadowPage($0, id: id) }
     }
+
+    /// Every live page, in id order.
+    var livePages: [ShadowPage] { (0..<Int32(arena.count)).compactMap { page($0) } }
 
     /// The page `handle` names, or nil when that page is gone (freed; its id may name
     /// another page now).
@@ -240,7 +245,7 @@ public final class ShadowMMU {
 
     /// Every shadow page not yet freed (zapped roots awaiting release included), oldest
     /// first.
-    public var allPages: [ShadowPage] { pages.compactMap { $0 }.sorted { $0.serial < $1.serial } }
+    public var allPages: [ShadowPage] { livePages.sorted { $0.serial < $1.serial } }
 
     // MARK: Locks
 
@@ -299,11 +304,9 @@ public final class ShadowMMU {
     }
 
     private func allocate(gfn: UInt64, role: PageRole) -> ShadowPage {
-        let id: Int32
-        if let reused = freeIDs.popLast() { id = reused } else { id = Int32(pages.count); pages.append(nil) }
+        let id = freeIDs.popLast() ?? Int32(arena.count)
         serial &+= 1
-        let sp = ShadowPage(id: id, gfn: gfn, role: role, serial: serial)
-        pages[Int(id)] = sp
+        let sp = ShadowPage(arena.makeRecord(id, gfn: gfn, role: role, serial: serial), id: id)
         noteChange(id)
         slots.set(id, sp.spt, level: role.level)
         if hashNext.count <= Int(id) { hashNext.append(contentsOf: repeatElement(-1, count: Int(id) + 1 - hashNext.count)) }
@@ -440,7 +443,7 @@ public final class ShadowMMU {
             flushRemoteTLBs()
         }
         parent.spt[Int(ref.index)] = UInt64(child.id) << 12 | SPTE.present | SPTE.writable | SPTE.user | SPTE.accessed
-        child.parents.append(ref)
+        child.appendParent(ref)
         noteChange(ref.page)
         noteChange(child.id)
         if child.unsyncChildren > 0 || child.unsync { markUnsync(ref) }
@@ -453,7 +456,7 @@ public final class ShadowMMU {
     }
 
     func unlinkParent(_ child: ShadowPage, _ ref: SPTERef) {
-        if let i = child.parents.firstIndex(of: ref) { child.parents.remove(at: i) }
+        if let i = child.parents.firstIndex(of: ref) { child.removeParent(at: i) }
         page(ref.page)?.spt[Int(ref.index)] = 0
         noteChange(child.id)
         noteChange(ref.page)
@@ -491,7 +494,7 @@ public final class ShadowMMU {
             page(ref.page)?.spt[Int(ref.index)] = 0
             noteChange(ref.page)
         }
-        sp.parents.removeAll()
+        sp.removeAllParents()
         noteChange(sp.id)
         if !sp.role.invalid && sp.hasGPTEs { unaccountShadowed(sp) }
         if sp.unsync && !injected.corrupts(.unsyncOnZap) { unlinkUnsync(sp) }
@@ -532,7 +535,7 @@ public final class ShadowMMU {
 
     func free(_ sp: ShadowPage) {
         unhash(sp)
-        pages[Int(sp.id)] = nil
+        arena.freeRecord(sp.id)
         noteChange(sp.id)
         slots.clear(sp.id)
         freeIDs.append(sp.id)

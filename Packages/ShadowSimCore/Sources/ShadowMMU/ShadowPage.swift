@@ -108,57 +108,75 @@ public struct ShadowPageHandle: Hashable, Sendable {
     public let serial: UInt64
 }
 
-/// One shadow page: 512 sptes and the bookkeeping that keeps them in sync.
+/// One shadow page: 512 sptes and the bookkeeping that keeps them in sync — a view of
+/// its record in the MMU's arena (`PageArena`), so passing one around costs no
+/// reference counting. A view is for the moment: once the page is freed its id names
+/// the next page made, so whatever keeps a page across hooks or exits keeps its
+/// `handle` (`ShadowMMU.page(_:)` then says whether it is still there).
 ///
 /// Invariants (checked by `ShadowMMU.verify`): `unsyncChildren` is the number of set bits
-/// of `unsyncChildBitmap`; only indirect level-1 pages are ever `unsync`; `parents`
+/// of the unsync-child bitmap; only indirect level-1 pages are ever `unsync`; `parents`
 /// lists exactly the non-leaf sptes that point here.
-public final class ShadowPage {
-    // Stored fields are ordered and sized to pack the object into 80 bytes: a guest that
-    // maps 1 GiB needs 512+ shadow pages, and the budget is 4.5 KiB each, sptes included.
+public struct ShadowPage: Hashable {
+    let record: PageRecordRef
     public let id: Int32
-    public internal(set) var role: PageRole
-    public let gfn: UInt64
-    /// The 512 sptes, then (upper levels only) the 8 words of the unsync-child bitmap, in
-    /// one allocation this page owns (the shadow walk reads it through `PageSlots`,
-    /// without touching this object).
-    let spt: SPTEntries
-    public internal(set) var parents: [SPTERef] = []
     /// Creation order, for recycling the oldest first (never reused, unlike `id`).
     public let serial: UInt64
-    /// Its place on the VM's unsync list (`UnsyncIndex`), -1 when on none.
-    var listIndex: Int = -1
-    private var storedUnsyncChildren: Int32 = 0
-    private var storedRootCount: Int32 = 0
-    private var storedWriteFloodingCount: Int32 = 0
-    public internal(set) var unsync = false
-    var onActiveList = true
 
+    init(_ record: PageRecordRef, id: Int32) {
+        self.record = record
+        self.id = id
+        serial = record.serial
+    }
+
+    public static func == (a: ShadowPage, b: ShadowPage) -> Bool { a.id == b.id && a.serial == b.serial }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(serial)
+    }
+
+    public var gfn: UInt64 { record.gfn }
+    public internal(set) var role: PageRole {
+        get { record.role }
+        nonmutating set { record.role = newValue }
+    }
+    /// The 512 sptes, then (upper levels only) the 8 words of the unsync-child bitmap, in
+    /// one allocation of the page's arena slot (the shadow walk reads it through
+    /// `PageSlots`).
+    var spt: SPTEntries { record.spt }
+    /// The non-leaf sptes that link to this page.
+    public var parents: [SPTERef] { record.parents }
+    func appendParent(_ ref: SPTERef) { record.appendParent(ref) }
+    func removeParent(at index: Int) { record.removeParent(at: index) }
+    func removeAllParents() { record.removeAllParents() }
+    /// Its place on the VM's unsync list (`UnsyncIndex`), -1 when on none.
+    var listIndex: Int {
+        get { Int(record.listIndex) }
+        nonmutating set { record.listIndex = Int32(truncatingIfNeeded: newValue) }
+    }
+    public internal(set) var unsync: Bool {
+        get { record.unsync }
+        nonmutating set { record.unsync = newValue }
+    }
+    var onActiveList: Bool {
+        get { record.onActiveList }
+        nonmutating set { record.onActiveList = newValue }
+    }
     public internal(set) var unsyncChildren: Int {
-        get { Int(storedUnsyncChildren) }
-        set { storedUnsyncChildren = Int32(truncatingIfNeeded: newValue) }
+        get { Int(record.unsyncChildren) }
+        nonmutating set { record.unsyncChildren = Int32(truncatingIfNeeded: newValue) }
     }
     public internal(set) var rootCount: Int {
-        get { Int(storedRootCount) }
-        set { storedRootCount = Int32(truncatingIfNeeded: newValue) }
+        get { Int(record.rootCount) }
+        nonmutating set { record.rootCount = Int32(truncatingIfNeeded: newValue) }
     }
     var writeFloodingCount: Int {
-        get { Int(storedWriteFloodingCount) }
-        set { storedWriteFloodingCount = Int32(truncatingIfNeeded: newValue) }
+        get { Int(record.writeFloodingCount) }
+        nonmutating set { record.writeFloodingCount = Int32(truncatingIfNeeded: newValue) }
     }
 
     /// Whether the page has an unsync-child bitmap (a page table has no children).
     @inline(__always) private var hasBitmap: Bool { role.level > 1 }
-
-    init(id: Int32, gfn: UInt64, role: PageRole, serial: UInt64) {
-        self.id = id
-        self.gfn = gfn
-        self.role = role
-        self.serial = serial
-        spt = .allocate(withBitmap: role.level > 1)
-    }
-
-    deinit { spt.deallocate() }
 
     /// The page's generation-checked name (see `ShadowPageHandle`).
     public var handle: ShadowPageHandle { ShadowPageHandle(id: id, serial: serial) }

@@ -8,22 +8,29 @@ import X86
 /// The sptes of one shadow page: 512 entries, then (upper levels only) the 8 words of
 /// the unsync-child bitmap, in one allocation.
 ///
-/// Invariant: the allocation lives exactly as long as the `ShadowPage` that made it
-/// (allocated in its initialiser, freed in its deinitialiser); `PageSlots` keeps a copy
-/// only while the page is live in its MMU.
+/// Invariant: the allocation belongs to one arena slot (`PageArena`): made for the first
+/// page with that id, kept and zeroed for the next one of the same size, replaced only
+/// for a page of the other size, freed with the arena; `PageSlots` keeps a copy only
+/// while the page is live in its MMU.
 struct SPTEntries {
     fileprivate let words: UnsafeMutablePointer<UInt64>
 
     fileprivate init(words: UnsafeMutablePointer<UInt64>) { self.words = words }
 
     static func allocate(withBitmap: Bool) -> SPTEntries {
-        let count = withBitmap ? 512 + 8 : 512
+        let count = count(withBitmap: withBitmap)
         let words = UnsafeMutablePointer<UInt64>.allocate(capacity: count)
         words.initialize(repeating: 0, count: count)
         return SPTEntries(words: words)
     }
 
     func deallocate() { words.deallocate() }
+
+    /// Whether this allocation has the unsync-child bitmap.
+    fileprivate static func count(withBitmap: Bool) -> Int { withBitmap ? 512 + 8 : 512 }
+
+    /// Clears every word (the sptes, and the bitmap when there is one).
+    fileprivate func zero(withBitmap: Bool) { words.update(repeating: 0, count: Self.count(withBitmap: withBitmap)) }
 
     @inline(__always) subscript(index: Int) -> UInt64 {
         get {
@@ -45,6 +52,144 @@ struct SPTEntries {
     @inline(__always) func setBitmapWord(_ w: Int, _ value: UInt64) {
         assert(w >= 0 && w < 8)
         words[512 + w] = value
+    }
+}
+
+/// One shadow page's fields, in its MMU's arena (`ShadowPage` is the view the engine and
+/// policies read and write them through). Ordered to pack into 56 bytes.
+struct PageRecord {
+    var gfn: UInt64 = 0
+    var spt: SPTEntries?
+    var parents: [SPTERef] = []
+    /// Creation order, never reused; 0 while the slot is free.
+    var serial: UInt64 = 0
+    var role = PageRole()
+    var listIndex: Int32 = -1
+    var unsyncChildren: Int32 = 0
+    var rootCount: Int32 = 0
+    var writeFloodingCount: Int32 = 0
+    var unsync = false
+    var onActiveList = false
+    /// Whether `spt` was allocated with the unsync-child bitmap (kept while free).
+    var sptHasBitmap = false
+}
+
+/// Where one page's record lives: a plain pointer (a `ShadowPage` copies it without any
+/// reference counting), valid while the arena that made it is.
+struct PageRecordRef {
+    fileprivate let pointer: UnsafeMutablePointer<PageRecord>
+
+    @inline(__always) var gfn: UInt64 { pointer.pointee.gfn }
+    @inline(__always) var spt: SPTEntries { pointer.pointee.spt! }
+    @inline(__always) var serial: UInt64 { pointer.pointee.serial }
+    @inline(__always) var role: PageRole {
+        get { pointer.pointee.role }
+        nonmutating set { pointer.pointee.role = newValue }
+    }
+    @inline(__always) var parents: [SPTERef] { pointer.pointee.parents }
+    @inline(__always) func appendParent(_ ref: SPTERef) { pointer.pointee.parents.append(ref) }
+    @inline(__always) func removeParent(at index: Int) { pointer.pointee.parents.remove(at: index) }
+    @inline(__always) func removeAllParents() { pointer.pointee.parents.removeAll() }
+    @inline(__always) var listIndex: Int32 {
+        get { pointer.pointee.listIndex }
+        nonmutating set { pointer.pointee.listIndex = newValue }
+    }
+    @inline(__always) var unsyncChildren: Int32 {
+        get { pointer.pointee.unsyncChildren }
+        nonmutating set { pointer.pointee.unsyncChildren = newValue }
+    }
+    @inline(__always) var rootCount: Int32 {
+        get { pointer.pointee.rootCount }
+        nonmutating set { pointer.pointee.rootCount = newValue }
+    }
+    @inline(__always) var writeFloodingCount: Int32 {
+        get { pointer.pointee.writeFloodingCount }
+        nonmutating set { pointer.pointee.writeFloodingCount = newValue }
+    }
+    @inline(__always) var unsync: Bool {
+        get { pointer.pointee.unsync }
+        nonmutating set { pointer.pointee.unsync = newValue }
+    }
+    @inline(__always) var onActiveList: Bool {
+        get { pointer.pointee.onActiveList }
+        nonmutating set { pointer.pointee.onActiveList = newValue }
+    }
+}
+
+/// The records of one MMU's shadow pages by id, in chunks of 256 that never move. A
+/// plain value owned by one `ShadowMMU`, which calls `release()` once, as it goes.
+///
+/// Invariants: every record of an allocated chunk is initialised; record `id` has a
+/// non-zero serial exactly while page `id` is live; a free record has no parents, and
+/// keeps its sptes' allocation for the next page of that id (see `SPTEntries`), so a
+/// view of a freed page reads a free record or its successor, never freed memory,
+/// unless the successor needed the other size of allocation.
+struct PageArena {
+    private static let chunkShift = 8
+    private static let chunkSize = 1 << chunkShift
+    private var chunks: UnsafeMutablePointer<UnsafeMutablePointer<PageRecord>> = .allocate(capacity: 0)
+    private var chunkCount = 0
+    /// Ids below this have a record (`makeRecord` extends it by one at a time).
+    private(set) var count = 0
+
+    func release() {
+        for c in 0..<chunkCount {
+            let chunk = chunks[c]
+            for i in 0..<Self.chunkSize { chunk[i].spt?.deallocate() }
+            chunk.deinitialize(count: Self.chunkSize)
+            chunk.deallocate()
+        }
+        chunks.deallocate()
+    }
+
+    @inline(__always) func ref(_ id: Int32) -> PageRecordRef {
+        let i = Int(id)
+        return PageRecordRef(pointer: chunks[i >> Self.chunkShift] + (i & (Self.chunkSize - 1)))
+    }
+
+    /// The record of live page `id`, or nil (out of range or free).
+    @inline(__always) func liveRef(_ id: Int32) -> PageRecordRef? {
+        guard id >= 0 && Int(id) < count else { return nil }
+        let r = ref(id)
+        return r.serial != 0 ? r : nil
+    }
+
+    /// Makes record `id` (at most `count`: a freed id, or the next new one) page `serial`
+    /// of `gfn` and `role`, with zeroed sptes.
+    mutating func makeRecord(_ id: Int32, gfn: UInt64, role: PageRole, serial: UInt64) -> PageRecordRef {
+        precondition(id >= 0 && Int(id) <= count && serial != 0)
+        if Int(id) == count {
+            if count == chunkCount << Self.chunkShift { addChunk() }
+            count += 1
+        }
+        let r = ref(id)
+        let withBitmap = role.level > 1
+        var spt = r.pointer.pointee.spt
+        if let old = spt, r.pointer.pointee.sptHasBitmap != withBitmap {
+            old.deallocate()
+            spt = nil
+        }
+        spt?.zero(withBitmap: withBitmap)
+        r.pointer.pointee = PageRecord(gfn: gfn, spt: spt ?? .allocate(withBitmap: withBitmap), serial: serial, role: role,
+                                       onActiveList: true, sptHasBitmap: withBitmap)
+        return r
+    }
+
+    /// Frees record `id` (its sptes' allocation stays for the next page of that id).
+    func freeRecord(_ id: Int32) {
+        let r = ref(id)
+        r.pointer.pointee = PageRecord(spt: r.pointer.pointee.spt, sptHasBitmap: r.pointer.pointee.sptHasBitmap)
+    }
+
+    private mutating func addChunk() {
+        let newChunks = UnsafeMutablePointer<UnsafeMutablePointer<PageRecord>>.allocate(capacity: chunkCount + 1)
+        newChunks.moveInitialize(from: chunks, count: chunkCount)
+        chunks.deallocate()
+        let chunk = UnsafeMutablePointer<PageRecord>.allocate(capacity: Self.chunkSize)
+        chunk.initialize(repeating: PageRecord(), count: Self.chunkSize)
+        newChunks[chunkCount] = chunk
+        chunks = newChunks
+        chunkCount += 1
     }
 }
 

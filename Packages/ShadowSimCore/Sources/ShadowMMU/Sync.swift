@@ -155,7 +155,7 @@ extension ShadowMMU {
         /// Adds an entry; true when the batch is now full. A leaf already in the batch
         /// (reached through a second parent entry) is not added again.
         mutating func add(_ page: ShadowPage, _ index: Int) -> Bool {
-            if page.unsync && entries.contains(where: { $0.page === page }) { return false }
+            if page.unsync && entries.contains(where: { $0.page == page }) { return false }
             entries.append(PageEntry(page: page, index: index))
             return entries.count == UnsyncBatch.capacity
         }

@@ -27,7 +27,7 @@ public final class UnsyncList {
 
     func remove(_ page: ShadowPage) {
         let i = page.listIndex
-        guard i >= 0, i < entries.count, entries[i]?.page === page else { return }
+        guard i >= 0, i < entries.count, entries[i]?.page == page else { return }
         entries[i] = nil
         page.listIndex = -1
         holes += 1

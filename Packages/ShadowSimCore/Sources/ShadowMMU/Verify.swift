@@ -13,7 +13,7 @@ extension ShadowMMU {
         var expectedParents: [Int32: [SPTERef]] = [:]
         var live = 0
 
-        for case let sp? in pages {
+        for sp in livePages {
             live += 1
             var name: String { "shadow page \(sp.id) (gfn \(hex(sp.gfn)), \(sp.role))" }
             if !sp.role.invalid {
@@ -60,16 +60,16 @@ extension ShadowMMU {
         for gfn in rmap.mappedFrames where expectedRmap[gfn] == nil {
             problems.append("rmap of gfn \(hex(gfn)) lists \(rmap.count(of: gfn)) sptes but none map it")
         }
-        for case let sp? in pages where sp.parents.count != (expectedParents[sp.id]?.count ?? 0)
+        for sp in livePages where sp.parents.count != (expectedParents[sp.id]?.count ?? 0)
             || sortedKeys(sp.parents) != sortedKeys(expectedParents[sp.id] ?? []) {
             problems.append("shadow page \(sp.id): parent list has \(sp.parents.count) entries, \(expectedParents[sp.id]?.count ?? 0) sptes point to it")
         }
         // 1. A synced guest table is never writable through any spte.
-        for case let sp? in pages where !sp.role.invalid && sp.hasGPTEs && !sp.unsync {
+        for sp in livePages where !sp.role.invalid && sp.hasGPTEs && !sp.unsync {
             problems += writableMappings(ofSyncedTable: sp)
         }
         // 6. A host-initiated write protection has reached every vCPU's TLB.
-        let synced = Set(pages.compactMap { $0 }.filter { !$0.role.invalid && $0.hasGPTEs && !$0.unsync }.map(\.gfn))
+        let synced = Set(livePages.filter { !$0.role.invalid && $0.hasGPTEs && !$0.unsync }.map(\.gfn))
         for v in vcpus where !synced.isEmpty && !v.pending.contains(.flushAll) && !v.pending.contains(.flushCurrent) {
             let ranges = v.vcpu.tlb.writableFrameRanges()
             func writable(_ gfn: UInt64) -> Bool {
@@ -91,7 +91,7 @@ extension ShadowMMU {
                 for sp in v.rootPages(slot) { rootRefs[sp.id, default: 0] += 1 }
             }
         }
-        for case let sp? in pages where sp.rootCount != (rootRefs[sp.id] ?? 0) {
+        for sp in livePages where sp.rootCount != (rootRefs[sp.id] ?? 0) {
             problems.append("shadow page \(sp.id): root count \(sp.rootCount) but \(rootRefs[sp.id] ?? 0) root slots use it")
         }
         return problems

@@ -18,7 +18,7 @@ extension ShadowMMU {
             log = ChangeLog()
             log.tlbChecksOwed = Array(repeating: [], count: vcpus.count)
             changeLog = log
-            for id in pages.indices { log.mark(Int32(id)) }
+            for id in 0..<arena.count { log.mark(Int32(id)) }
             for gfn in rmap.mappedFrames { log.mark(frame: gfn) }
         }
         let (ids, frames) = log.take()
@@ -93,7 +93,7 @@ extension ShadowMMU {
                 continue
             }
             let spte = holder.spt[Int(ref.index)]
-            if child(of: spte, level: holder.level) !== sp {
+            if child(of: spte, level: holder.level) != sp {
                 problems.append("\(name): parent list names spte \(ref.index) of page \(holder.id), which does not point to it")
             } else if (sp.unsync || sp.unsyncChildren > 0) && !holder.unsyncBit(Int(ref.index)) {
                 problems.append("shadow page \(holder.id) (gfn \(hex(holder.gfn)), \(holder.role)): entry \(ref.index) leads to unsync page \(sp.id) but its unsync bit is clear")
