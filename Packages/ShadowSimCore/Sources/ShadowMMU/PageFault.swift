@@ -336,6 +336,9 @@ extension ShadowVCPU {
     }
 
     func fetch(_ va: UInt64, walk: GuestWalk, access: UInt8, write: Bool, user: Bool) -> FaultOutcome {
+        // One strong reference for the whole descent (each use of the unowned property
+        // would otherwise retain and release it).
+        let mmu = self.mmu
         guard var sp = rootPage(root, for: va) else { return .retry }
         // Guest levels with tables of their own: indirect shadow pages.
         while sp.level > walk.leafLevel {
@@ -410,6 +413,7 @@ extension ShadowVCPU {
     /// no memslot for a speculative writable mapping of a logged slot
     /// (`gfn_to_memslot_dirty_bitmap`), so only frames the guest writes are logged.
     private func prefetch(around sp: ShadowPage, _ index: Int) {
+        let mmu = self.mmu
         guard mmu.configuration.prefetch, sp.level == 1 else { return }
         let first = index & ~7
         // The guest table's frame, reserved bits and XD setting, looked up once for the 8.
