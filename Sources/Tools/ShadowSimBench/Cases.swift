@@ -162,9 +162,7 @@ extension BenchRunner {
                                              operations: 1, setup: {
                             try cr3Setup(policy: policy, tables: k, entries: entries, reachable: reachable)
                         }) { g in
-                            let t0 = now()
-                            _ = try g.cpu.loadCR3(g.space.root)
-                            return now() - t0
+                            try measuredWork { _ = try g.cpu.loadCR3(g.space.root) }.nanoseconds
                         }
                     }
                 }
@@ -229,10 +227,9 @@ extension BenchRunner {
                                                ("tlb-hit store, Lua vcpu:fill per page (16 pages a call)", "fill", nil, 16)] {
             try measureSelfTimed(label, target: target, operations: n, setup: { () }) { _ in
                 func timed(_ count: Int) throws -> UInt64 {
-                    let t0 = now()
-                    let r = ScenarioRunner.run(path: script, arguments: [String(count), mode])
+                    let (r, ns) = measuredWork { ScenarioRunner.run(path: script, arguments: [String(count), mode]) }
                     if let error = r.error { throw BenchError(description: "Lua benchmark failed: \(error)") }
-                    return now() - t0
+                    return ns
                 }
                 let full = try timed(n / perCall * perCall)
                 let empty = try timed(0)

@@ -9,6 +9,16 @@ import Glibc
     return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
 }
 
+/// Runs `work`, the measured part of a benchmark, and returns its result and duration in
+/// nanoseconds. Never inlined, so that callgrind can count exactly these instructions
+/// (`--toggle-collect='*measuredWork*'`: tools/bench-instructions.sh), which stay put on
+/// a machine whose timings move.
+@inline(never) func measuredWork<T>(_ work: () throws -> T) rethrows -> (result: T, nanoseconds: UInt64) {
+    let t0 = now()
+    let result = try work()
+    return (result, now() - t0)
+}
+
 /// One benchmark's figures: the median over repetitions (after a warm-up) of the
 /// time per operation, and the spread.
 public struct BenchResult: Sendable {
@@ -49,9 +59,7 @@ public final class BenchRunner {
         var samples: [Double] = []
         for rep in 0...repetitions {
             let state = try setup()
-            let t0 = now()
-            try body(state)
-            let t = Double(now() - t0) / Double(operations)
+            let t = Double(try measuredWork { try body(state) }.nanoseconds) / Double(operations)
             if rep > 0 { samples.append(t) }
         }
         record(name, samples, operations: operations, target: target)

@@ -49,39 +49,39 @@ struct ForkExecScenario {
         for p in 0..<processes { try exec(p) }
         var current = 0
         _ = try g.cpu.loadCR3(spaces[current].root)
-        let t0 = now()
-        var done = 0
-        while done < operations {
-            let r = random(1000)
-            if r < 2 {
-                // exec: a fresh address space for a process
-                let p = random(processes)
-                try exec(p)
-                done += pagesPerProcess
-                if p == current { _ = try g.cpu.loadCR3(spaces[current].root); done += 1 }
-            } else if r < 4 {
-                // fork: the child maps the parent's pages read-only (copy on write)
-                let parent = current, child = (current + 1 + random(processes - 1)) % processes
-                for i in 0..<pagesPerProcess {
-                    let va = 0x40_0000 + UInt64(i) << 12
-                    guard let pte = try spaces[parent].leaf(va) else { continue }
-                    try spaces[child].map(va, to: pte.value & PTE.bits(51, 12), attributes: readOnly, by: g.cpu)
+        return try measuredWork { () throws in
+            var done = 0
+            while done < operations {
+                let r = random(1000)
+                if r < 2 {
+                    // exec: a fresh address space for a process
+                    let p = random(processes)
+                    try exec(p)
+                    done += pagesPerProcess
+                    if p == current { _ = try g.cpu.loadCR3(spaces[current].root); done += 1 }
+                } else if r < 4 {
+                    // fork: the child maps the parent's pages read-only (copy on write)
+                    let parent = current, child = (current + 1 + random(processes - 1)) % processes
+                    for i in 0..<pagesPerProcess {
+                        let va = 0x40_0000 + UInt64(i) << 12
+                        guard let pte = try spaces[parent].leaf(va) else { continue }
+                        try spaces[child].map(va, to: pte.value & PTE.bits(51, 12), attributes: readOnly, by: g.cpu)
+                    }
+                    done += pagesPerProcess
+                } else if r < 24 {
+                    // context switch
+                    current = random(processes)
+                    _ = try g.cpu.loadCR3(spaces[current].root)
+                    done += 1
+                } else {
+                    // the running process touches its pages (a write may hit a read-only
+                    // page: the fault is the guest's, counted, and the run goes on)
+                    let va = 0x40_0000 + UInt64(random(pagesPerProcess)) << 12 | UInt64(random(512)) << 3
+                    if r < 300 { _ = try g.cpu.write(va, value: UInt64(done), cpl: 3) } else { _ = try g.cpu.read(va, cpl: 3) }
+                    done += 1
                 }
-                done += pagesPerProcess
-            } else if r < 24 {
-                // context switch
-                current = random(processes)
-                _ = try g.cpu.loadCR3(spaces[current].root)
-                done += 1
-            } else {
-                // the running process touches its pages (a write may hit a read-only
-                // page: the fault is the guest's, counted, and the run goes on)
-                let va = 0x40_0000 + UInt64(random(pagesPerProcess)) << 12 | UInt64(random(512)) << 3
-                if r < 300 { _ = try g.cpu.write(va, value: UInt64(done), cpl: 3) } else { _ = try g.cpu.read(va, cpl: 3) }
-                done += 1
             }
-        }
-        return now() - t0
+        }.nanoseconds
     }
 }
 

@@ -25,9 +25,7 @@ extension BenchRunner {
             events = Int(first.report.replayEvents)
             guard events > 0 else { continue }
             measureSelfTimed(row, target: 1e9 / 300_000, operations: events, repetitions: min(repetitions, 3), setup: { () }) { _ in
-                let t0 = now()
-                _ = ReplayRunner.run(request)
-                return now() - t0
+                measuredWork { _ = ReplayRunner.run(request) }.nanoseconds
             }
             if let r = results.last(where: { $0.name == row }) {
                 total.ns += r.medianNanoseconds * Double(events)
