@@ -416,6 +416,11 @@ extension ShadowVCPU {
         let mmu = self.mmu
         guard mmu.configuration.prefetch, sp.level == 1 else { return }
         let first = index & ~7
+        // A first touch usually finds the next guest entry not yet accessed, where the
+        // prefetch would stop at once: look at it before working out the table's context.
+        if !sp.role.direct, let i = (first..<(first + 8)).first(where: { $0 != index && !SPTE.isPresent(sp.spt[$0]) }) {
+            guard let gpte = mmu.readGPTE(sp, i), gpte & PTE.present != 0, gpte & PTE.accessed != 0 else { return }
+        }
         // The guest table's frame, reserved bits and XD setting, looked up once for the 8.
         let guest = sp.role.direct ? nil : mmu.syncContext(sp, vcpu: self)
         let policy = mmu.policy
