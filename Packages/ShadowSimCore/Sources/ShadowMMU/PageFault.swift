@@ -114,9 +114,9 @@ extension ShadowVCPU {
             vcpu.tally.walks &+= 1
             return try translateNested(va, kind, isUser: isUser, nestedLevels: vcpu.mode.levels)
         }
-        let previous = mmu.actingVCPU
-        mmu.actingVCPU = self
-        defer { mmu.actingVCPU = previous }
+        let previous = mmu.actingReference
+        mmu.actingReference = UnownedReference(self)
+        defer { mmu.actingReference = previous }
         if !pending.isEmpty || !root.isValid { try enterGuest() }
         for _ in 0..<8 {
             stats.shadowWalks &+= 1

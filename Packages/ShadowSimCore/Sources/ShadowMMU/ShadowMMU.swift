@@ -14,7 +14,12 @@ public final class SimulationHost {
 
     public init() {}
 
-    struct Registration { unowned(unsafe) let mmu: ShadowMMU }
+    /// The MMU deregisters itself as it goes.
+    struct Registration {
+        private let reference: UnownedReference<ShadowMMU>
+        init(mmu: ShadowMMU) { reference = UnownedReference(mmu) }
+        var mmu: ShadowMMU { reference.object }
+    }
 }
 
 /// Settings of one VM's shadow MMU.
@@ -97,7 +102,10 @@ public final class ShadowMMU {
     /// The vCPU whose exit is being handled (nil for host-initiated work). Not retained
     /// (set and restored around every exit: a retain/release pair per TLB miss
     /// otherwise); the MMU owns its vCPUs.
-    unowned(unsafe) var actingVCPU: ShadowVCPU?
+    var actingVCPU: ShadowVCPU? { actingReference?.object }
+    /// Saved and restored as it is (converting it to a strong reference and back would
+    /// retain and release the vCPU on every TLB miss).
+    var actingReference: UnownedReference<ShadowVCPU>?
     /// `policy.rootWalk`, read once.
     public let rootWalk: WalkDecision
     /// The planted bugs, as the steps they break (FaultInjection.swift).

@@ -34,8 +34,10 @@ public final class ShadowVCPU: VCPUBackend {
     // Not retained, and not checked (a checked `unowned` costs a retain/release pair per
     // use on the TLB-miss path): the MMU owns its ShadowVCPUs and must outlive the
     // machine's use of them; the vCPU holds this object as its backend.
-    public unowned(unsafe) let mmu: ShadowMMU
-    public unowned(unsafe) let vcpu: VCPU
+    private let mmuReference: UnownedReference<ShadowMMU>
+    private let vcpuReference: UnownedReference<VCPU>
+    public var mmu: ShadowMMU { @inline(__always) get { mmuReference.object } }
+    public var vcpu: VCPU { @inline(__always) get { vcpuReference.object } }
     /// Whether this vCPU's hardware walk begins in shadow tables (the policy's
     /// `rootWalk`). When it begins nested, at CR3, there are no shadow roots to keep
     /// current, so nothing that would change them is intercepted (KVM clears the CR3,
@@ -64,8 +66,8 @@ public final class ShadowVCPU: VCPUBackend {
     var lastSwitchReusedRoot = false
 
     init(mmu: ShadowMMU, vcpu: VCPU) {
-        self.mmu = mmu
-        self.vcpu = vcpu
+        mmuReference = UnownedReference(mmu)
+        vcpuReference = UnownedReference(vcpu)
         rootIsShadowed = mmu.rootWalk == .shadow
         let cached = min(max(mmu.configuration.previousRoots, 0), ShadowMMUConfiguration.maxPreviousRoots)
         previousRoots = [RootSlot](repeating: RootSlot(), count: cached)
@@ -159,9 +161,9 @@ public final class ShadowVCPU: VCPUBackend {
 
     /// Runs an exit handler as this vCPU, then re-enters the guest.
     func exit<T>(_ body: () throws(MachineError) -> T) throws(MachineError) -> T {
-        let previous = mmu.actingVCPU
-        mmu.actingVCPU = self
-        defer { mmu.actingVCPU = previous }
+        let previous = mmu.actingReference
+        mmu.actingReference = UnownedReference(self)
+        defer { mmu.actingReference = previous }
         let result = try body()
         try enterGuest()
         return result

@@ -5,6 +5,19 @@ import X86
 // rest of the engine plain subscripts and methods: outside this file the engine holds
 // no pointer.
 
+/// A reference that neither retains nor checks its object: the engine's back references
+/// on hot paths (a vCPU's to its MMU and to the machine's vCPU, the vCPU whose exit is
+/// being handled, the host's registrations, the unsync lists' entries), where a strong
+/// one would make a cycle and a checked `unowned` or a `weak` one costs reference
+/// counting on every use.
+///
+/// Invariant: the object outlives every use of the reference (each holder says why).
+struct UnownedReference<Object: AnyObject> {
+    unowned(unsafe) let object: Object
+
+    @inline(__always) init(_ object: Object) { self.object = object }
+}
+
 /// The sptes of one shadow page: 512 entries, then (upper levels only) the 8 words of
 /// the unsync-child bitmap, in one allocation.
 ///

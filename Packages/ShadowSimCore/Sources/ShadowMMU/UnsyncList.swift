@@ -7,9 +7,15 @@ import X86
 /// Invariant: a page is on at most one list, at index `page.listIndex`, exactly while
 /// it is unsync.
 public final class UnsyncList {
+    /// An MMU takes its entries off a host-wide list as it goes.
     struct Entry {
-        unowned(unsafe) let mmu: ShadowMMU
+        private let reference: UnownedReference<ShadowMMU>
         let page: ShadowPage
+        init(mmu: ShadowMMU, page: ShadowPage) {
+            reference = UnownedReference(mmu)
+            self.page = page
+        }
+        var mmu: ShadowMMU { reference.object }
     }
 
     private var entries: [Entry?] = []
