@@ -34,21 +34,17 @@ cp .build/release/shadowsim .build/release/libShadowSimCore.so "$work/bin/"
 objcopy --strip-debug "$work/bin/shadowsim"
 objcopy --strip-debug "$work/bin/libShadowSimCore.so"
 for filter in "$@"; do
-    out="$work/cg.out"
-    SHADOWSIM_BENCH_OPS=20000 valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*measuredWork*' \
-        "$work/bin/shadowsim" bench --filter "$filter" --repetitions 1 --json "$work/bench.json" >/dev/null 2>"$work/log" \
-        || { cat "$work/log" >&2; exit 1; }
-    # One benchmark per filter is exact; several share the count, so split by running
-    # each named row on its own.
+    # The rows the filter names and their operations, from a plain (fast) run; then each
+    # row alone under callgrind, so every count is one benchmark's.
+    SHADOWSIM_BENCH_OPS=20000 "$work/bin/shadowsim" bench --filter "$filter" --repetitions 1 --json "$work/bench.json" \
+        >/dev/null 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
     jq -r '.results[] | select((.name | startswith("ratio") or startswith("bytes")) | not) | [.name, .operations] | @tsv' \
         "$work/bench.json" > "$work/rows"
-    rows=$(wc -l < "$work/rows")
     while IFS=$'\t' read -r name operations; do
-        if [ "$rows" -gt 1 ]; then
-            SHADOWSIM_BENCH_OPS=20000 valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*measuredWork*' \
-                "$work/bin/shadowsim" bench --filter "$name" --repetitions 1 >/dev/null 2>"$work/log" \
-                || { cat "$work/log" >&2; exit 1; }
-        fi
+        out="$work/cg.out"
+        SHADOWSIM_BENCH_OPS=20000 valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*measuredWork*' \
+            "$work/bin/shadowsim" bench --filter "$name" --repetitions 1 >/dev/null 2>"$work/log" \
+            || { cat "$work/log" >&2; exit 1; }
         total=$(grep -m1 '^summary:' "$out" | awk '{print $2}')
         # measuredWork ran twice (warm-up, one repetition), or four times for the Lua rows
         # (a run and an empty run each time, the empty one being start-up only).
